@@ -1,0 +1,59 @@
+"""Celery settings of the orchestrator, derived from ``ORCHESTRATOR_*`` environment variables.
+
+Loaded with ``app.config_from_object("celeryconfig")``. Every value that matters for safety
+is fixed here rather than left to Celery's defaults: JSON only (a pickled message is refused,
+and dead-lettered by the gate), acks after the work is done, a requeue when a worker dies, and
+publisher confirms so a publish that returned is on the broker.
+"""
+
+from __future__ import annotations
+
+from orchestrator.settings import get_settings
+
+_settings = get_settings()
+
+broker_url = _settings.broker_url
+result_backend = _settings.result_backend
+
+# Serialization: JSON only, both ways. Never pickle.
+task_serializer = "json"
+result_serializer = "json"
+event_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+
+# Delivery guarantees: a message leaves its queue only once processed.
+task_acks_late = True
+task_acks_on_failure = False  # non-step tasks: a failure rejects, the broker dead-letters it
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = _settings.prefetch_multiplier
+broker_transport_options = {"confirm_publish": True}
+broker_connection_retry_on_startup = True
+broker_connection_timeout = 5.0
+
+# Time limits (per step overridable in the decorator).
+task_soft_time_limit = _settings.soft_time_limit
+task_time_limit = _settings.time_limit
+
+# Routing: one topic exchange; each step routed to its own queue (see orchestrator.topology).
+task_default_exchange = "orchestrator"
+task_default_exchange_type = "topic"
+task_default_queue = "orchestrator_default"
+task_default_routing_key = "orchestrator_default"
+
+# The gate in front of the tasks: bad messages go to the DLQ with a reason, never dropped.
+worker_consumer = "orchestrator.failures.gate:GatedConsumer"
+
+# Observability: events for Flower, STARTED state, task names in results.
+worker_send_task_events = True
+task_send_sent_event = True
+task_track_started = True
+result_extended = True
+result_expires = _settings.result_expires
+
+# Every log line a task writes carries the pipeline's correlation id.
+worker_log_format = "[%(asctime)s: %(levelname)s/%(processName)s] [%(correlation_id)s] %(message)s"
+worker_task_log_format = (
+    "[%(asctime)s: %(levelname)s/%(processName)s] [%(correlation_id)s] "
+    "%(task_name)s[%(task_id)s]: %(message)s"
+)

@@ -1,0 +1,53 @@
+"""The Celery application: configured from ``celeryconfig``, with every step module imported.
+
+``celery -A orchestrator ...`` finds :data:`app` through the package. Importing the step
+modules here (``ORCHESTRATOR_STEP_MODULES``, default ``tasks``) fills the topology before
+``task_queues`` is computed, so a worker started without ``-Q`` consumes every work queue
+and no dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
+
+from celery import Celery, bootsteps
+
+import orchestrator.correlation  # noqa: F401  (connects the correlation-id signal handlers)
+from orchestrator.settings import get_settings
+from orchestrator.steps import route_step
+from orchestrator.topology import topology
+
+app = Celery("orchestrator")
+app.config_from_object("celeryconfig")
+
+
+def import_step_modules(packages: list[str]) -> list[str]:
+    """Import every module under each package (or a single module); returns their names."""
+    imported: list[str] = []
+    for name in packages:
+        module = importlib.import_module(name)
+        imported.append(name)
+        search_path = getattr(module, "__path__", None)
+        if search_path is None:
+            continue
+        for info in pkgutil.walk_packages(search_path, prefix=name + "."):
+            importlib.import_module(info.name)
+            imported.append(info.name)
+    return imported
+
+
+class DeclareTopology(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Declare exchanges, work queues and DLQs each time the consumer (re)connects."""
+
+    requires = ("celery.worker.consumer.connection:Connection",)
+
+    def start(self, consumer: Any) -> None:
+        topology.declare(consumer.connection)
+
+
+import_step_modules(get_settings().step_modules)
+app.conf.task_queues = topology.work_queues()
+app.conf.task_routes = (route_step,)
+app.steps["consumer"].add(DeclareTopology)

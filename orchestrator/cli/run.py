@@ -1,0 +1,79 @@
+"""``orchestrator run``: send a pipeline, print its correlation id, optionally wait for it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from orchestrator.cli.common import console, err_console, print_json
+from orchestrator.pipeline import PipelineError, dumps_envelopes, run_pipeline
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def _parse_options(pairs: tuple[str, ...], executadores: list[str]) -> dict[str, dict[str, Any]]:
+    """``--option webhook.url=http://...`` -> ``{"webhook": {"url": "http://..."}}``."""
+    options: dict[str, dict[str, Any]] = {name: {} for name in executadores}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        name, dot, field = key.partition(".")
+        if not sep or not dot or not field:
+            raise click.BadParameter(f"{pair!r}: expected EXECUTADOR.KEY=VALUE", param_hint="--option")
+        if name not in options:
+            raise click.BadParameter(f"{pair!r}: {name!r} is not in --execute", param_hint="--option")
+        options[name][field] = value
+    return options
+
+
+@click.command("run")
+@click.argument("fontes")
+@click.option("--payload", default="{}", show_default=True, help="JSON object for iniciar_coleta.")
+@click.option("--execute", "execute", default=None, help="Executadores, comma-separated.")
+@click.option("--option", "option_pairs", multiple=True,
+              help="Executador option EXECUTADOR.KEY=VALUE (repeatable).")
+@click.option("--correlation-id", default=None, help="Keep this correlation id (a UUID).")
+@click.option("--wait", is_flag=True, help="Wait for the pipeline and print the final envelope.")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait with --wait.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def run_command(fontes: str, payload: str, execute: str | None, option_pairs: tuple[str, ...],
+                correlation_id: str | None, wait: bool, timeout: float, as_json: bool) -> None:
+    """Run escavador(es) FONTES (e.g. youtube or youtube,rss) then the executadores."""
+    try:
+        payload_data = json.loads(payload)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from None
+    if not isinstance(payload_data, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--payload")
+    executadores = _split(execute)
+    options = _parse_options(option_pairs, executadores)
+    try:
+        handle = run_pipeline(_split(fontes), payload_data, execute=options or None,
+                              correlation_id=correlation_id)
+    except PipelineError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(2) from None
+    if not wait:
+        if as_json:
+            print_json({"correlation_id": handle.correlation_id, "steps": list(handle.steps)})
+        else:
+            console.print(f"correlation_id: [bold]{handle.correlation_id}[/bold]")
+        return
+    if not as_json:
+        console.print(f"correlation_id: [bold]{handle.correlation_id}[/bold] (waiting...)")
+    try:
+        envelopes = handle.wait(timeout=timeout)
+    except Exception as exc:  # the step's own exception travels back through the backend
+        message = f"pipeline {handle.correlation_id} failed: {type(exc).__name__}: {exc}"
+        if as_json:
+            print_json({"correlation_id": handle.correlation_id, "error": message})
+        else:
+            err_console.print(f"[red]error:[/red] {message}")
+        raise SystemExit(1) from None
+    if as_json:
+        click.echo(dumps_envelopes(envelopes))
+    else:
+        console.print_json(dumps_envelopes(envelopes))

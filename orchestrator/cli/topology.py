@@ -1,0 +1,38 @@
+"""``orchestrator topology``: what queues, dead-letter exchanges and DLQs exist (and declare)."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from orchestrator.cli.common import console, print_json
+from orchestrator.topology import topology
+
+
+@click.command("topology")
+@click.option("--declare", is_flag=True, help="Declare everything on the broker (idempotent).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def topology_command(declare: bool, as_json: bool) -> None:
+    """Print each step's queue, its dead-letter exchange and DLQ; --declare creates them."""
+    from orchestrator.celery_app import app
+
+    if declare:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1)
+            topology.declare(connection)
+    rows = [
+        {"queue": s.name, "kind": s.kind, "dead_letter_exchange": s.dlx,
+         "dead_letter_queue": s.dlq, "delivery_limit": s.delivery_limit,
+         "arguments": s.queue_arguments()}
+        for s in topology
+    ]
+    if as_json:
+        print_json({"declared": declare, "queues": rows})
+        return
+    table = Table(title="Topology" + (" (declared)" if declare else ""))
+    for column in ("queue", "kind", "dead-letter exchange", "dead-letter queue", "delivery limit"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["queue"], row["kind"], row["dead_letter_exchange"],
+                      row["dead_letter_queue"], str(row["delivery_limit"]))
+    console.print(table)

@@ -1,0 +1,1 @@
+"""The failure lifecycle: classifying errors, retrying with backoff, dead-lettering, replaying."""

@@ -1,0 +1,153 @@
+"""Dead letters: what a message carries when it is moved to ``<queue>.dlq``, and the move.
+
+A dead letter is the original task message, unchanged (headers, body, content type), plus one
+header, :data:`DEAD_LETTER_HEADER`, describing why it died. Because the body is untouched, a
+dead letter is replayable as it is. Messages the *broker* dead-letters (RabbitMQ's delivery
+limit, a plain reject) carry RabbitMQ's ``x-death`` header instead; :func:`describe` reads both
+so the CLI shows one format.
+
+The move is "publish to the DLQ with confirmation, then ack the original": interrupted half way
+the message is at worst in both places (never in neither), and the replay path removes the
+duplicate by task id.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from kombu import Exchange, Producer
+
+from orchestrator.topology import dlq_name, dlx_name
+
+DEAD_LETTER_HEADER = "x_dead_letter"
+
+# Reasons, stable strings operators filter on.
+REASON_FAILED = "failed"  # a final error, no retry
+REASON_RETRIES_EXHAUSTED = "retries_exhausted"
+REASON_DELIVERY_LIMIT = "delivery_limit"  # killed its worker too often (poison)
+REASON_INVALID_ENVELOPE = "invalid_envelope"
+REASON_CONTENT_TYPE = "content_type_refused"  # pickle, yaml, anything but JSON
+REASON_MALFORMED = "malformed_body"  # not JSON, or not a Celery task body
+REASON_NOT_A_TASK = "not_a_task"  # no task headers
+REASON_UNKNOWN_TASK = "unknown_task"
+REASON_OVERSIZED = "oversized"
+REASON_REJECTED = "rejected"  # broker dead-lettered on reject(requeue=False)
+
+MAX_TRACEBACK_CHARS = 4000
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def failure_details(
+    *,
+    reason: str,
+    queue: str,
+    task_name: str | None,
+    task_id: str | None,
+    correlation_id: str | None,
+    attempts: int,
+    exc: BaseException | None = None,
+    detail: str | None = None,
+    first_failure_at: str | None = None,
+) -> dict[str, Any]:
+    """The content of :data:`DEAD_LETTER_HEADER` (JSON-safe, short enough for a header)."""
+    last = now_iso()
+    details: dict[str, Any] = {
+        "reason": reason,
+        "queue": queue,
+        "task": task_name,
+        "task_id": task_id,
+        "correlation_id": correlation_id,
+        "attempts": attempts,
+        "first_failure_at": first_failure_at or last,
+        "last_failure_at": last,
+        "exception_type": type(exc).__name__ if exc is not None else None,
+        "exception_message": (str(exc) if exc is not None else detail or "")[:2000],
+        "traceback": _short_traceback(exc),
+    }
+    return details
+
+
+def _short_traceback(exc: BaseException | None) -> str | None:
+    if exc is None or exc.__traceback__ is None:
+        return None
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return text[-MAX_TRACEBACK_CHARS:]
+
+
+def publish_dead_letter(
+    producer: Producer,
+    *,
+    body: bytes | str,
+    headers: Mapping[str, Any],
+    properties: Mapping[str, Any],
+    content_type: str | None,
+    content_encoding: str | None,
+    details: dict[str, Any],
+) -> None:
+    """Publish a raw message to its queue's DLQ with ``details``; waits for the broker's confirm."""
+    queue = details["queue"]
+    new_headers = dict(headers or {})
+    new_headers.pop("x-death", None)
+    new_headers[DEAD_LETTER_HEADER] = details
+    kept_properties = {
+        key: value
+        for key, value in (properties or {}).items()
+        if key in ("correlation_id", "reply_to", "priority", "message_id")
+        and value is not None
+    }
+    producer.publish(
+        body if isinstance(body, bytes) else body.encode("utf-8"),
+        exchange=Exchange(dlx_name(queue), type="direct", durable=True),
+        routing_key=dlq_name(queue),
+        headers=new_headers,
+        content_type=content_type or "application/octet-stream",
+        content_encoding=content_encoding or "binary",
+        delivery_mode=2,
+        retry=True,
+        retry_policy={"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5},
+        declare=[Exchange(dlx_name(queue), type="direct", durable=True)],
+        **kept_properties,
+    )
+
+
+def describe(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Failure details of a message from the DLQ, whichever side dead-lettered it."""
+    headers = dict(headers or {})
+    own = headers.get(DEAD_LETTER_HEADER)
+    if isinstance(own, Mapping):
+        return dict(own)
+    details: dict[str, Any] = {
+        "reason": REASON_REJECTED,
+        "queue": None,
+        "task": headers.get("task"),
+        "task_id": headers.get("id"),
+        "correlation_id": headers.get("x_correlation_id"),
+        "attempts": None,
+        "first_failure_at": None,
+        "last_failure_at": None,
+        "exception_type": None,
+        "exception_message": "dead-lettered by the broker",
+        "traceback": None,
+    }
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths:
+        death = deaths[0]
+        reason = str(death.get("reason", REASON_REJECTED))
+        details["reason"] = REASON_DELIVERY_LIMIT if reason == "delivery_limit" else reason
+        details["queue"] = death.get("queue")
+        details["attempts"] = headers.get("x-delivery-count") or death.get("count")
+        when = death.get("time")
+        if isinstance(when, datetime):
+            details["last_failure_at"] = when.astimezone(UTC).isoformat()
+        if reason == "delivery_limit":
+            details["exception_message"] = (
+                "redelivered past the delivery limit: the message kept killing its worker "
+                "(crash, OOM or hard time limit)"
+            )
+    return details

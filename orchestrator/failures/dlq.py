@@ -1,0 +1,285 @@
+"""Operating dead-letter queues: list, show, replay and purge, from Python or the CLI.
+
+Browsing uses ``basic_get`` without acking, on one channel, and closing the channel returns
+every browsed message to its DLQ: listing never consumes. A replay moves a message back to its
+original queue as "publish with confirmation, record it in the replay journal, then ack the
+dead letter": interrupted after the publish and before the ack, the next replay finds the
+journal entry and only acks, so the message is neither lost nor sent twice. (Interrupted in
+the microseconds between the publish and the journal write, a second copy can be sent; its task
+id and idempotency key are the same, so the step returns its stored result instead of running
+twice.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from celery import Celery
+from kombu import Connection, Exchange, Queue
+from kombu.message import Message
+
+from orchestrator.correlation import HEADER
+from orchestrator.failures.dead_letter import DEAD_LETTER_HEADER, describe
+from orchestrator.settings import get_settings
+from orchestrator.topology import WORK_EXCHANGE, dlq_name, original_queue, topology
+
+JOURNAL_PREFIX = "orchestrator:dlq:replayed:"
+JOURNAL_TTL = 7 * 24 * 3600
+_RESET_HEADERS = (DEAD_LETTER_HEADER, "x-death", "x-first-death-exchange", "x-first-death-queue",
+                  "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
+                  "x-last-death-reason", "x-delivery-count", "x_first_failure_at")
+
+
+class DeadLetterNotFound(LookupError):
+    """No dead letter with that id in the DLQs looked at."""
+
+
+@dataclass
+class DeadLetter:
+    """One message in a DLQ, decoded for people and tools."""
+
+    id: str
+    dlq: str
+    queue: str
+    details: dict[str, Any]
+    headers: dict[str, Any] = field(repr=False)
+    body: bytes = field(repr=False)
+    content_type: str | None = None
+    content_encoding: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies this *death* (the same task can die, be replayed and die again)."""
+        digest = hashlib.sha256()
+        digest.update(self.id.encode())
+        digest.update(str(self.details.get("last_failure_at")).encode())
+        digest.update(self.body)
+        return digest.hexdigest()[:32]
+
+    def age_seconds(self, now: datetime | None = None) -> float | None:
+        when = self.details.get("last_failure_at")
+        if not when:
+            return None
+        try:
+            moment = datetime.fromisoformat(str(when).replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return ((now or datetime.now(UTC)) - moment).total_seconds()
+
+    def summary(self) -> dict[str, Any]:
+        """The fields ``dlq list`` shows."""
+        return {
+            "id": self.id,
+            "queue": self.queue,
+            "reason": self.details.get("reason"),
+            "task": self.details.get("task") or self.headers.get("task"),
+            "correlation_id": self.details.get("correlation_id") or self.headers.get(HEADER),
+            "attempts": self.details.get("attempts"),
+            "last_error": _last_error(self.details),
+            "age_seconds": self.age_seconds(),
+        }
+
+    def full(self) -> dict[str, Any]:
+        """Everything ``dlq show`` prints, body included (decoded when it is text)."""
+        try:
+            body: Any = json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            body = self.body.decode("utf-8", errors="replace")
+        return {**self.summary(), "dlq": self.dlq, "details": self.details,
+                "headers": _json_safe(self.headers), "content_type": self.content_type,
+                "body": body}
+
+
+def _last_error(details: dict[str, Any]) -> str:
+    kind = details.get("exception_type")
+    message = details.get("exception_message") or ""
+    return f"{kind}: {message}" if kind else str(message)
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _message_id(message: Message) -> str:
+    headers = message.headers or {}
+    task_id = headers.get("id")
+    if task_id:
+        return str(task_id)
+    message_id = (message.properties or {}).get("message_id")
+    if message_id:
+        return str(message_id)
+    body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+    return "sha-" + hashlib.sha256(body).hexdigest()[:16]
+
+
+def _to_dead_letter(message: Message, dlq: str) -> DeadLetter:
+    headers = dict(message.headers or {})
+    details = describe(headers)
+    details["queue"] = details.get("queue") or original_queue(dlq)
+    body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+    return DeadLetter(
+        id=_message_id(message), dlq=dlq, queue=original_queue(dlq), details=details,
+        headers=headers, body=body, content_type=message.content_type,
+        content_encoding=message.content_encoding,
+    )
+
+
+def dead_letter_queues(queue: str | None = None) -> list[str]:
+    """The DLQs to look at: one step's, or every step's."""
+    if queue is None:
+        return [spec.dlq for spec in topology]
+    name = queue if queue.endswith(".dlq") else dlq_name(queue)
+    if original_queue(name) not in topology:
+        raise KeyError(f"unknown queue {queue!r}; known: {', '.join(topology.names())}")
+    return [name]
+
+
+@contextmanager
+def _connection(app: Celery | None) -> Iterator[Connection]:
+    if app is None:
+        from orchestrator.celery_app import app as default_app
+
+        app = default_app
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=2)
+        yield connection
+
+
+@contextmanager
+def _browse(connection: Connection, dlq: str) -> Iterator[Iterator[tuple[Message, DeadLetter]]]:
+    """Yield every message of ``dlq`` once, unacked; closing returns the unacked ones."""
+    channel = connection.channel()
+    queue = Queue(dlq, channel=channel, no_declare=True)
+
+    def messages() -> Iterator[tuple[Message, DeadLetter]]:
+        while True:
+            message = queue.get(no_ack=False, accept=None)
+            if message is None:
+                return
+            yield message, _to_dead_letter(message, dlq)
+
+    try:
+        yield messages()
+    finally:
+        channel.close()
+
+
+def counts(queue: str | None = None, *, app: Celery | None = None) -> dict[str, int]:
+    """Messages per DLQ (0 for a DLQ that does not exist yet)."""
+    result: dict[str, int] = {}
+    with _connection(app) as connection:
+        for dlq in dead_letter_queues(queue):
+            channel = connection.channel()
+            try:
+                _, count, _ = Queue(dlq, channel=channel).queue_declare(passive=True)
+                result[dlq] = int(count)
+            except Exception:
+                result[dlq] = 0
+            finally:
+                try:
+                    channel.close()
+                except Exception:  # a failed passive declare already closed it
+                    pass
+    return result
+
+
+def list_dead_letters(queue: str | None = None, *, app: Celery | None = None,
+                      limit: int = 1000) -> list[DeadLetter]:
+    """The dead letters of one or every DLQ, oldest first per queue (nothing is consumed)."""
+    found: list[DeadLetter] = []
+    with _connection(app) as connection:
+        for dlq in dead_letter_queues(queue):
+            with _browse(connection, dlq) as messages:
+                for _, letter in messages:
+                    found.append(letter)
+                    if len(found) >= limit:
+                        return found
+    return found
+
+
+def show(letter_id: str, *, queue: str | None = None, app: Celery | None = None) -> DeadLetter:
+    """One dead letter by id (the task id for task messages)."""
+    for letter in list_dead_letters(queue, app=app, limit=100_000):
+        if letter.id == letter_id:
+            return letter
+    raise DeadLetterNotFound(f"no dead letter with id {letter_id!r}")
+
+
+def _journal() -> redis.Redis:
+    settings = get_settings()
+    return redis.Redis.from_url(settings.idempotency_url or settings.result_backend)
+
+
+def _replay_headers(headers: dict[str, Any]) -> dict[str, Any]:
+    cleaned = {k: v for k, v in headers.items() if k not in _RESET_HEADERS}
+    cleaned["retries"] = 0
+    return cleaned
+
+
+def _republish(connection: Connection, letter: DeadLetter) -> None:
+    spec = topology.get(letter.queue)
+    producer = connection.Producer()
+    producer.publish(
+        letter.body,
+        exchange=Exchange(WORK_EXCHANGE, type="topic", durable=True),
+        routing_key=spec.name,
+        headers=_replay_headers(letter.headers),
+        content_type=letter.content_type or "application/octet-stream",
+        content_encoding=letter.content_encoding or "binary",
+        delivery_mode=2,
+        retry=True,
+    )
+
+
+def replay(letter_id: str | None = None, *, queue: str | None = None, all_: bool = False,
+           app: Celery | None = None) -> list[DeadLetter]:
+    """Move one dead letter (by id), or all of them (``all_``), back to their queues.
+
+    The retry count is reset and the correlation id (header and envelope) kept.
+    """
+    if (letter_id is None) == (not all_):
+        raise ValueError("give a dead-letter id, or all_=True")
+    journal = _journal()
+    moved: list[DeadLetter] = []
+    with _connection(app) as connection:
+        for dlq in dead_letter_queues(queue):
+            with _browse(connection, dlq) as messages:
+                for message, letter in messages:
+                    if not all_ and letter.id != letter_id:
+                        continue
+                    key = JOURNAL_PREFIX + letter.fingerprint
+                    if not journal.exists(key):
+                        _republish(connection, letter)
+                        journal.set(key, "1", ex=JOURNAL_TTL)
+                    message.ack()
+                    moved.append(letter)
+                    if not all_:
+                        return moved
+    if not all_ and not moved:
+        raise DeadLetterNotFound(f"no dead letter with id {letter_id!r}")
+    return moved
+
+
+def purge(queue: str | None = None, *, app: Celery | None = None) -> dict[str, int]:
+    """Delete the dead letters of one or every DLQ; returns how many per DLQ."""
+    removed: dict[str, int] = {}
+    with _connection(app) as connection:
+        for dlq in dead_letter_queues(queue):
+            channel = connection.channel()
+            try:
+                removed[dlq] = int(Queue(dlq, channel=channel, no_declare=True).purge() or 0)
+            except Exception:
+                removed[dlq] = 0
+            finally:
+                try:
+                    channel.close()
+                except Exception:
+                    pass
+    return removed

@@ -1,0 +1,152 @@
+"""The message gate: refuse bad messages before they reach a task, into the DLQ, with a reason.
+
+Celery's default for a message it cannot decode, or whose content type is not accepted (e.g.
+pickle when only JSON is allowed), is to log it and ack it: the message is gone. For an unknown
+task or an invalid one it rejects, which on a queue without dead-lettering also drops it. The
+:class:`GatedConsumer` (installed as ``worker_consumer``) checks each delivery first, in the
+worker's main process, and moves anything it refuses to ``<queue>.dlq`` with the reason, then
+acks it. The worker never dies of a bad message and the queue never blocks on one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from celery.worker.consumer import Consumer
+from kombu.message import Message
+
+from orchestrator.correlation import HEADER
+from orchestrator.envelope import Envelope, EnvelopeError
+from orchestrator.failures import dead_letter
+from orchestrator.failures.errors import MessageRefused
+from orchestrator.settings import get_settings
+from orchestrator.step_task import StepTask, parse_inputs
+from orchestrator.topology import topology
+
+logger = logging.getLogger("orchestrator.gate")
+
+JSON_CONTENT_TYPES = frozenset({"application/json"})
+
+
+def queue_of(message: Message) -> str | None:
+    """The step queue a delivery came from (the routing key names it; delayed delivery
+    prefixes bits to it, hence the last dotted component)."""
+    routing_key = str((message.delivery_info or {}).get("routing_key") or "")
+    candidate = routing_key.rsplit(".", 1)[-1] if routing_key else ""
+    return candidate if candidate in topology else None
+
+
+def inspect_message(message: Message, tasks: Any, max_bytes: int) -> None:
+    """Raise :class:`MessageRefused` if ``message`` must not reach a task."""
+    body = message.body
+    size = len(body) if isinstance(body, bytes | str) else 0
+    if size > max_bytes:
+        raise MessageRefused(dead_letter.REASON_OVERSIZED,
+                             f"body is {size} bytes, the limit is {max_bytes}")
+    content_type = (message.content_type or "").split(";")[0].strip().lower()
+    if content_type not in JSON_CONTENT_TYPES:
+        raise MessageRefused(dead_letter.REASON_CONTENT_TYPE,
+                             f"content type {content_type or 'none'!r}: only JSON is accepted")
+    headers = message.headers
+    if not isinstance(headers, dict) or "task" not in headers or "id" not in headers:
+        raise MessageRefused(dead_letter.REASON_NOT_A_TASK,
+                             "no Celery task headers (task, id): not a task message")
+    task_name = headers["task"]
+    task = tasks.get(task_name)
+    if task is None:
+        raise MessageRefused(dead_letter.REASON_UNKNOWN_TASK,
+                             f"no task named {task_name!r} is registered")
+    try:
+        decoded = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MessageRefused(dead_letter.REASON_MALFORMED, f"body is not JSON: {exc}") from None
+    if not (isinstance(decoded, list) and len(decoded) == 3
+            and isinstance(decoded[0], list) and isinstance(decoded[1], dict)):
+        raise MessageRefused(dead_letter.REASON_MALFORMED,
+                             "body is not a Celery task body [args, kwargs, embed]")
+    if isinstance(task, StepTask):
+        args, kwargs = decoded[0], decoded[1]
+        entrada = args[0] if args else kwargs.get("entrada")
+        try:
+            parse_inputs(entrada, task.step_spec)
+        except EnvelopeError as exc:
+            raise MessageRefused(dead_letter.REASON_INVALID_ENVELOPE, str(exc)) from None
+
+
+def correlation_id_of(message: Message) -> str | None:
+    """Best effort: the header, else the envelope in the body."""
+    headers = message.headers if isinstance(message.headers, dict) else {}
+    if headers.get(HEADER):
+        return str(headers[HEADER])
+    try:
+        args = json.loads(message.body)[0]
+        return str(Envelope.parse(args[0]).correlation_id)
+    except Exception:
+        return None
+
+
+class GatedConsumer(Consumer):  # type: ignore[misc]
+    """Celery's consumer with a gate in front of the task strategies."""
+
+    def create_task_handler(self, *args: Any, **kwargs: Any) -> Any:
+        handler = super().create_task_handler(*args, **kwargs)
+        max_bytes = get_settings().max_message_bytes
+        tasks = self.app.tasks
+
+        def on_task_received(message: Message) -> Any:
+            try:
+                inspect_message(message, tasks, max_bytes)
+            except MessageRefused as refused:
+                return self.refuse(message, refused)
+            return handler(message)
+
+        return on_task_received
+
+    def refuse(self, message: Message, refused: MessageRefused) -> None:
+        """Dead-letter ``message`` with the reason, then ack it; reject if we cannot."""
+        queue = queue_of(message)
+        headers = message.headers if isinstance(message.headers, dict) else {}
+        logger.error("refused a message from %s: %s", queue or "?", refused)
+        if queue is None:
+            # Not one of our step queues: let the broker's dead-lettering (if any) have it.
+            message.reject_log_error(logger, self.connection_errors)
+            return
+        details = dead_letter.failure_details(
+            reason=refused.reason,
+            queue=queue,
+            task_name=headers.get("task"),
+            task_id=headers.get("id"),
+            correlation_id=correlation_id_of(message),
+            attempts=1,
+            detail=refused.detail,
+        )
+        try:
+            with self.app.producer_pool.acquire(block=True, timeout=10) as producer:
+                dead_letter.publish_dead_letter(
+                    producer,
+                    body=message.body,
+                    headers=headers,
+                    properties=message.properties,
+                    content_type=message.content_type,
+                    content_encoding=message.content_encoding,
+                    details=details,
+                )
+        except Exception as exc:
+            logger.error("could not dead-letter the refused message (%s); rejecting it", exc)
+            message.reject_log_error(logger, self.connection_errors)
+            return
+        message.ack_log_error(logger, self.connection_errors)
+
+    def on_decode_error(self, message: Message, exc: Exception) -> None:
+        self.refuse(message, MessageRefused(dead_letter.REASON_MALFORMED, str(exc)))
+
+    def on_unknown_message(self, body: Any, message: Message) -> None:
+        self.refuse(message, MessageRefused(dead_letter.REASON_NOT_A_TASK, "unknown format"))
+
+    def on_unknown_task(self, body: Any, message: Message, exc: Exception) -> None:
+        self.refuse(message, MessageRefused(dead_letter.REASON_UNKNOWN_TASK, str(exc)))
+
+    def on_invalid_task(self, body: Any, message: Message, exc: Exception) -> None:
+        self.refuse(message, MessageRefused(dead_letter.REASON_MALFORMED, str(exc)))

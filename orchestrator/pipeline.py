@@ -1,0 +1,171 @@
+"""Pipelines: the orchestrator's way to trigger escavadores and executadores as one canvas.
+
+- one escavador: ``chain(escavador, executador)`` (several executadores run in parallel on
+  the collection result);
+- several escavadores: a ``chord`` whose body, the executadores, gets every collection result
+  once all of them finished.
+
+Every signature carries the correlation id in the :data:`~orchestrator.correlation.HEADER`
+header and the envelope; the worker-side signal handler carries it further (links, chord
+bodies, retries). The envelope is validated and its size checked *before* anything is sent, so
+a bad request fails in the caller, not in a dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery, chain, chord, group
+from celery.canvas import Signature
+from celery.result import AsyncResult, GroupResult
+
+from orchestrator.correlation import HEADER
+from orchestrator.envelope import Envelope, EnvelopeError, EventType
+from orchestrator.settings import get_settings
+from orchestrator.topology import queue_name
+
+ExecuteSpec = Sequence[str] | Mapping[str, Mapping[str, Any] | None] | None
+
+
+class PipelineError(ValueError):
+    """A pipeline request that cannot be sent (unknown step, invalid or oversized envelope)."""
+
+
+@dataclass(frozen=True)
+class PipelineHandle:
+    """What the caller keeps: the correlation id and the canvas's result."""
+
+    correlation_id: str
+    result: AsyncResult | GroupResult
+    steps: tuple[str, ...]
+
+    def wait(self, timeout: float | None = None) -> list[Envelope]:
+        """Block until the pipeline ends; the final envelopes (one per last step).
+
+        Raises the step's exception if the pipeline failed (its message is then in a DLQ).
+        """
+        value = self.result.get(timeout=timeout, propagate=True, disable_sync_subtasks=False)
+        items = value if isinstance(value, list) else [value]
+        return [Envelope.parse(item) for item in _flatten(items)]
+
+    @property
+    def state(self) -> str:
+        return str(self.result.state)
+
+
+def _flatten(items: list[Any]) -> list[Any]:
+    flat: list[Any] = []
+    for item in items:
+        if isinstance(item, list):
+            flat.extend(_flatten(item))
+        else:
+            flat.append(item)
+    return flat
+
+
+def _task_signature(app: Celery, task_name: str, headers: dict[str, str], *args: Any,
+                    **kwargs: Any) -> Signature:
+    task = app.tasks.get(task_name)
+    if task is None:
+        known = sorted(n for n in app.tasks if n.startswith(("escavador_", "executador_")))
+        raise PipelineError(f"unknown step {task_name!r}; known steps: {', '.join(known)}")
+    signature: Signature = task.signature(args, kwargs, headers=dict(headers))
+    return signature
+
+
+def _normalise_execute(execute: ExecuteSpec) -> dict[str, dict[str, Any]]:
+    if execute is None:
+        return {}
+    if isinstance(execute, Mapping):
+        return {name: dict(options or {}) for name, options in execute.items()}
+    if isinstance(execute, str):
+        raise PipelineError("execute must be a list of executador names, not a string")
+    return {name: {} for name in execute}
+
+
+def check_size(envelope: Envelope, max_bytes: int | None = None) -> None:
+    """Refuse an envelope over ``ORCHESTRATOR_MAX_MESSAGE_BYTES`` before it is published."""
+    limit = max_bytes if max_bytes is not None else get_settings().max_message_bytes
+    size = len(envelope.to_json().encode("utf-8"))
+    if size > limit:
+        raise PipelineError(
+            f"envelope is {size} bytes, over the {limit}-byte limit "
+            "(ORCHESTRATOR_MAX_MESSAGE_BYTES): send a reference, not the data"
+        )
+
+
+def build_pipeline(
+    app: Celery,
+    collect: str | Sequence[str],
+    payload: Mapping[str, Any],
+    execute: ExecuteSpec = None,
+    correlation_id: str | None = None,
+) -> tuple[Envelope, Signature, tuple[str, ...]]:
+    """Build (without sending) the canvas of a pipeline; returns envelope, canvas, step names."""
+    fontes = [collect] if isinstance(collect, str) else list(collect)
+    if not fontes:
+        raise PipelineError("a pipeline needs at least one escavador")
+    try:
+        envelope = Envelope.new(EventType.INICIAR_COLETA, dict(payload), correlation_id)
+    except EnvelopeError as exc:
+        raise PipelineError(str(exc)) from None
+    check_size(envelope)
+    headers = {HEADER: str(envelope.correlation_id)}
+    message = envelope.to_dict()
+    collectors = [
+        _task_signature(app, queue_name("escavador", fonte), headers, message)
+        for fonte in fontes
+    ]
+    executors = [
+        _task_signature(app, queue_name("executador", nome), headers, options=options)
+        for nome, options in _normalise_execute(execute).items()
+    ]
+    steps = tuple(str(s.task) for s in [*collectors, *executors])
+    body: Signature | None
+    if not executors:
+        body = None
+    elif len(executors) == 1:
+        body = executors[0]
+    else:
+        body = group(executors)
+    canvas: Signature
+    if len(collectors) == 1:
+        canvas = collectors[0] if body is None else chain(collectors[0], body)
+    elif body is None:
+        canvas = group(collectors)
+    else:
+        canvas = chord(group(collectors), body)
+    return envelope, canvas, steps
+
+
+def run_pipeline(
+    collect: str | Sequence[str],
+    payload: Mapping[str, Any],
+    execute: ExecuteSpec = None,
+    correlation_id: str | None = None,
+    *,
+    app: Celery | None = None,
+) -> PipelineHandle:
+    """Send a pipeline: escavador(es) ``collect`` on ``payload``, then executadores ``execute``.
+
+    ``execute`` is a list of executador names, or a mapping name -> options for each
+    (e.g. ``{"webhook": {"url": "https://..."}}``). A caller-given ``correlation_id`` is kept.
+    """
+    if app is None:
+        from orchestrator.celery_app import app as default_app
+
+        app = default_app
+    envelope, canvas, steps = build_pipeline(app, collect, payload, execute, correlation_id)
+    result = canvas.apply_async()
+    return PipelineHandle(str(envelope.correlation_id), result, steps)
+
+
+def dumps_envelopes(envelopes: list[Envelope]) -> str:
+    """The CLI's ``--json`` form: one envelope as an object, several as a list."""
+    data: Any = envelopes[0].to_dict() if len(envelopes) == 1 else [
+        e.to_dict() for e in envelopes
+    ]
+    return json.dumps(data, ensure_ascii=False, indent=2)

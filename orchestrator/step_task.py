@@ -1,0 +1,215 @@
+"""The runtime around every step: envelope in, idempotency, the call, envelope out, failures.
+
+A step's message is acknowledged only after the step finished (``acks_late``). What happens
+on an error is decided here, once for all steps:
+
+- a retryable error with retries left: ``self.retry`` with exponential backoff and jitter
+  (Celery acks the old message and publishes a new one carrying the retry count);
+- a final error, or retries exhausted: the message is published to ``<queue>.dlq`` with the
+  failure details, then the task fails (result stored, errbacks run) and the message is acked;
+- the worker process dies (crash, OOM, hard time limit): the message is requeued by the broker
+  and, past the queue's delivery limit, dead-lettered by it with reason ``delivery_limit``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from celery import Task
+from celery.exceptions import Reject, Retry
+from celery.utils.log import get_task_logger
+
+from orchestrator.correlation import HEADER, bind_correlation_id, correlation_id_from_request
+from orchestrator.envelope import Envelope, EnvelopeError
+from orchestrator.failures import dead_letter
+from orchestrator.failures.errors import is_retryable
+from orchestrator.idempotency import (
+    IdempotencyStore,
+    RedisIdempotencyStore,
+    default_idempotency_key,
+)
+from orchestrator.settings import get_settings
+from orchestrator.steps import StepContext, StepSpec
+
+logger = get_task_logger("orchestrator.step")
+
+FIRST_FAILURE_HEADER = "x_first_failure_at"
+CLAIM_BUSY_COUNTDOWN = 2
+
+
+class StepInProgress(Exception):
+    """Another delivery of the same step (same idempotency key) is running right now."""
+
+
+class StepTask(Task):  # type: ignore[misc]
+    """Base class of every escavador and executador task."""
+
+    step_spec: ClassVar[StepSpec]
+    acks_late = True
+    acks_on_failure = True  # failures are dead-lettered by us, with details, before the ack
+    acks_on_timeout = False  # a hard time limit requeues: the delivery limit bounds it
+    reject_on_worker_lost = True
+    max_retries = None  # the step's RetryPolicy decides, not Celery's counter
+    typing = False  # the gate validates arguments before the pool sees them
+
+    _store: ClassVar[IdempotencyStore | None] = None
+
+    @classmethod
+    def idempotency_store(cls) -> IdempotencyStore:
+        """The shared store, created on first use in each worker process."""
+        if StepTask._store is None:
+            settings = get_settings()
+            StepTask._store = RedisIdempotencyStore.from_url(
+                settings.idempotency_url or settings.result_backend
+            )
+        return StepTask._store
+
+    def run_step(self, entrada: Any, options: dict[str, Any]) -> dict[str, Any]:
+        spec = self.step_spec
+        try:
+            inputs = parse_inputs(entrada, spec)
+        except EnvelopeError as exc:
+            self._dead_letter_and_raise(exc, dead_letter.REASON_INVALID_ENVELOPE, None)
+        correlation_id = str(inputs[0].correlation_id)
+        bind_correlation_id(correlation_id)
+        header_value = correlation_id_from_request(self.request)
+        if header_value and header_value != correlation_id:
+            logger.warning("header %s=%s differs from the envelope's; using the envelope's",
+                           HEADER, header_value)
+        context = self._context(spec, correlation_id, inputs, options)
+        try:
+            return self._run_once(spec, context)
+        except (Retry, Reject):
+            raise
+        except Exception as exc:
+            self._handle_failure(exc, correlation_id)
+            raise
+
+    def _context(
+        self,
+        spec: StepSpec,
+        correlation_id: str,
+        inputs: tuple[Envelope, ...],
+        options: dict[str, Any],
+    ) -> StepContext:
+        draft = StepContext(
+            correlation_id=correlation_id,
+            step=spec.task_name,
+            task_id=str(self.request.id),
+            attempt=int(self.request.retries or 0) + 1,
+            inputs=inputs,
+            options=options,
+            idempotency_key=default_idempotency_key(
+                correlation_id, spec.task_name, self.request.group_index
+            ),
+            settings=get_settings(),
+            logger=logger,
+        )
+        if spec.idempotency_key is None:
+            return draft
+        return StepContext(**{**draft.__dict__, "idempotency_key": spec.idempotency_key(draft)})
+
+    def _run_once(self, spec: StepSpec, context: StepContext) -> dict[str, Any]:
+        store = self.idempotency_store()
+        key = context.idempotency_key
+        stored = store.get_result(key)
+        if stored is not None:
+            logger.info("step already done for key %s: returning the stored result", key)
+            return stored
+        owner = context.task_id
+        if not store.claim(key, owner, ttl=int(spec.time_limit) + 60):
+            raise StepInProgress(f"another delivery of {key} is running")
+        try:
+            payload_out = spec.function(merged_payload(context.inputs), context)
+            if not isinstance(payload_out, dict):
+                raise TypeError(
+                    f"{spec.task_name} returned {type(payload_out).__name__}, not a dict payload"
+                )
+            reply = context.inputs[0].reply(spec.produces, payload_out).to_dict()
+            store.store_result(key, reply, ttl=get_settings().idempotency_ttl)
+            return reply
+        finally:
+            store.release(key, owner)
+
+    def _handle_failure(self, exc: Exception, correlation_id: str | None) -> None:
+        """Retry with backoff, or dead-letter with details; returns only to re-raise ``exc``."""
+        policy = self.step_spec.retry
+        retries_done = int(self.request.retries or 0)
+        if isinstance(exc, StepInProgress):
+            raise self.retry(exc=exc, countdown=CLAIM_BUSY_COUNTDOWN, max_retries=None)
+        if is_retryable(exc) and retries_done < policy.max_retries:
+            countdown = policy.delay(retries_done)
+            logger.warning("attempt %d failed (%s: %s); retrying in %.1fs",
+                           retries_done + 1, type(exc).__name__, exc, countdown)
+            headers = dict(self.request.headers or {})
+            headers.setdefault(FIRST_FAILURE_HEADER, dead_letter.now_iso())
+            raise self.retry(exc=exc, countdown=countdown, max_retries=None, headers=headers)
+        reason = (dead_letter.REASON_RETRIES_EXHAUSTED if is_retryable(exc)
+                  else dead_letter.REASON_FAILED)
+        self._dead_letter_and_raise(exc, reason, correlation_id)
+
+    def _dead_letter_and_raise(
+        self, exc: Exception, reason: str, correlation_id: str | None
+    ) -> Any:
+        """Publish this message to its DLQ with the failure details, then fail the task."""
+        request = self.request
+        headers = dict(request.headers or {})
+        details = dead_letter.failure_details(
+            reason=reason,
+            queue=self.step_spec.queue,
+            task_name=self.name,
+            task_id=request.id,
+            correlation_id=correlation_id or correlation_id_from_request(request),
+            attempts=int(request.retries or 0) + 1,
+            exc=exc,
+            first_failure_at=headers.get(FIRST_FAILURE_HEADER),
+        )
+        headers[dead_letter.DEAD_LETTER_HEADER] = details
+        try:
+            signature = self.signature_from_request(request)
+            signature.apply_async(
+                exchange=self.step_spec_dlx(),
+                routing_key=self.step_spec.queue + ".dlq",
+                headers=headers,
+                retries=request.retries or 0,
+            )
+        except Exception as publish_error:
+            logger.error("could not publish the dead letter (%s); rejecting to the broker DLX",
+                         publish_error)
+            raise Reject(reason, requeue=False) from exc
+        logger.error("dead-lettered to %s.dlq (%s): %s: %s", self.step_spec.queue, reason,
+                     type(exc).__name__, exc)
+        raise exc
+
+    def step_spec_dlx(self) -> str:
+        return self.step_spec.queue + ".dlx"
+
+
+def parse_inputs(entrada: Any, spec: StepSpec) -> tuple[Envelope, ...]:
+    """One envelope, or a list of them (a chord's results); all of one correlation id."""
+    raw_items = entrada if isinstance(entrada, list) else [entrada]
+    if not raw_items:
+        raise EnvelopeError("envelope: empty list of inputs")
+    inputs = tuple(Envelope.parse(item) for item in raw_items)
+    for envelope in inputs:
+        if envelope.tipo_evento not in spec.accepts:
+            accepted = ", ".join(sorted(e.value for e in spec.accepts))
+            raise EnvelopeError(
+                f"tipo_evento: {spec.task_name} accepts {accepted}, "
+                f"got {envelope.tipo_evento.value}"
+            )
+    correlation_ids = {envelope.correlation_id for envelope in inputs}
+    if len(correlation_ids) > 1:
+        raise EnvelopeError("correlation_id: inputs of one step belong to different requests")
+    return inputs
+
+
+def merged_payload(inputs: tuple[Envelope, ...]) -> dict[str, Any]:
+    """The payload a step function sees: the envelope's, or ``{"resultados": [...]}``."""
+    if len(inputs) == 1:
+        return dict(inputs[0].payload)
+    return {"resultados": [envelope.to_dict() for envelope in inputs]}
+
+
+logging.getLogger("orchestrator").addHandler(logging.NullHandler())

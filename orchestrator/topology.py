@@ -1,0 +1,177 @@
+"""Queue topology: one work queue per step, each with its own dead-letter exchange and queue.
+
+Names are the contract other services rely on: ``escavador_<fonte>`` and
+``executador_<nome>`` for work, ``<queue>.dlx`` for the dead-letter exchange configured on the
+queue, ``<queue>.dlq`` for the dead letters. On RabbitMQ the work queues are quorum queues
+with a delivery limit (a message that keeps killing its worker is dead-lettered by the broker
+instead of looping forever). They hang off one *topic* exchange because Celery's native delayed
+delivery (used for retry countdowns on quorum queues) cannot route through direct exchanges.
+
+Queue arguments are immutable on RabbitMQ: changing ``delivery_limit`` for an existing queue
+fails with PRECONDITION_FAILED. :func:`declare` turns that into an error that says so.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kombu import Connection, Exchange, Queue
+
+WORK_EXCHANGE = "orchestrator"
+DLQ_SUFFIX = ".dlq"
+DLX_SUFFIX = ".dlx"
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+
+StepKind = Literal["escavador", "executador"]
+
+
+class TopologyError(RuntimeError):
+    """The broker refused the topology (e.g. an existing queue with other arguments)."""
+
+
+def queue_name(kind: StepKind, name: str) -> str:
+    """``escavador_<fonte>`` or ``executador_<nome>``; refuses names a broker would mangle."""
+    if not _NAME_RE.match(name):
+        raise ValueError(
+            f"{kind} name {name!r}: use lower-case letters, digits, '_' or '-' only"
+        )
+    return f"{kind}_{name}"
+
+
+def dlq_name(queue: str) -> str:
+    """The dead-letter queue of ``queue``."""
+    return queue + DLQ_SUFFIX
+
+
+def dlx_name(queue: str) -> str:
+    """The dead-letter exchange configured on ``queue``."""
+    return queue + DLX_SUFFIX
+
+
+def is_dead_letter_queue(queue: str) -> bool:
+    """True for a ``<queue>.dlq`` name."""
+    return queue.endswith(DLQ_SUFFIX)
+
+
+def original_queue(dead_letter_queue: str) -> str:
+    """The work queue a DLQ belongs to."""
+    if not is_dead_letter_queue(dead_letter_queue):
+        raise ValueError(f"{dead_letter_queue!r} is not a dead-letter queue")
+    return dead_letter_queue[: -len(DLQ_SUFFIX)]
+
+
+work_exchange = Exchange(WORK_EXCHANGE, type="topic", durable=True)
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """One step's queue and its dead-letter pair."""
+
+    name: str
+    kind: StepKind
+    delivery_limit: int
+
+    @property
+    def dlq(self) -> str:
+        return dlq_name(self.name)
+
+    @property
+    def dlx(self) -> str:
+        return dlx_name(self.name)
+
+    def queue_arguments(self) -> dict[str, Any]:
+        """Broker arguments of the work queue (RabbitMQ reads them; other transports too)."""
+        return {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": self.delivery_limit,
+            "x-dead-letter-exchange": self.dlx,
+            "x-dead-letter-routing-key": self.dlq,
+        }
+
+    def work_queue(self) -> Queue:
+        """The Kombu queue workers consume; routed by its own name only."""
+        return Queue(
+            self.name,
+            exchange=work_exchange,
+            routing_key=self.name,
+            durable=True,
+            queue_arguments=self.queue_arguments(),
+        )
+
+    def dead_letter_exchange(self) -> Exchange:
+        return Exchange(self.dlx, type="direct", durable=True)
+
+    def dead_letter_queue(self) -> Queue:
+        """The DLQ: a plain durable queue, never listed in ``task_queues``."""
+        return Queue(
+            self.dlq,
+            exchange=self.dead_letter_exchange(),
+            routing_key=self.dlq,
+            durable=True,
+            queue_arguments={"x-queue-type": "quorum"},
+        )
+
+
+class Topology:
+    """All step queues known to this process, in declaration order."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, QueueSpec] = {}
+
+    def add(self, spec: QueueSpec) -> QueueSpec:
+        existing = self._queues.get(spec.name)
+        if existing is not None and existing != spec:
+            raise ValueError(f"queue {spec.name!r} declared twice with different settings")
+        self._queues[spec.name] = spec
+        return spec
+
+    def __iter__(self) -> Iterable[QueueSpec]:  # type: ignore[override]
+        return iter(list(self._queues.values()))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._queues
+
+    def get(self, name: str) -> QueueSpec:
+        try:
+            return self._queues[name]
+        except KeyError:
+            raise KeyError(f"unknown queue {name!r}; known: {', '.join(self._queues)}") from None
+
+    def names(self) -> list[str]:
+        return list(self._queues)
+
+    def work_queues(self) -> list[Queue]:
+        """What ``task_queues`` lists: work queues only, so no worker eats dead letters."""
+        return [spec.work_queue() for spec in self._queues.values()]
+
+    def declare(self, connection: Connection) -> list[str]:
+        """Declare every exchange and queue idempotently; returns the names declared."""
+        declared: list[str] = []
+        with connection.channel() as channel:
+            for spec in self._queues.values():
+                for entity in (spec.dead_letter_exchange(), spec.dead_letter_queue(),
+                               spec.work_queue()):
+                    try:
+                        entity.bind(channel).declare()
+                    except Exception as exc:
+                        raise _explain_declare_error(entity, exc) from exc
+                    declared.append(entity.name)
+        return declared
+
+
+def _explain_declare_error(entity: Queue | Exchange, exc: Exception) -> TopologyError:
+    text = str(exc)
+    if "PRECONDITION_FAILED" in text or "inequivalent arg" in text:
+        return TopologyError(
+            f"{entity.name!r} already exists on the broker with other arguments ({text}). "
+            "Queue arguments cannot change in place: drain and delete the queue, or change "
+            "the limit with a broker policy (see README, 'Changing the topology')."
+        )
+    return TopologyError(f"declaring {entity.name!r} failed: {text}")
+
+
+topology = Topology()
+"""The process-wide topology, filled by the ``@escavador``/``@executador`` decorators."""

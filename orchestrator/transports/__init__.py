@@ -1,0 +1,1 @@
+"""Kombu transports of this project (Redis Streams, NATS JetStream) and their registration."""

@@ -1,0 +1,1 @@
+"""The steps: ``escavadores`` (collectors) and ``executadores`` (executors), a module each."""

@@ -1,0 +1,1 @@
+"""Escavadores (collectors): each module declares one ``@escavador`` for one source."""

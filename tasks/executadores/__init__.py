@@ -1,0 +1,1 @@
+"""Executadores (executors): each module declares one ``@executador`` for one action."""

@@ -1,0 +1,120 @@
+"""Shared fixtures: the broker under test, one shared worker per broker, a local feed server.
+
+The environment is fixed here, before ``orchestrator`` is imported, so the test process (the
+orchestrator side) and the worker processes it starts share one configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TEST_DATA_DIR = Path(tempfile.mkdtemp(prefix="orchestrator-tests-"))
+os.environ.update({
+    "ORCHESTRATOR_RESULT_BACKEND": os.environ.get("ORCHESTRATOR_TEST_RESULT_BACKEND",
+                                                  "redis://127.0.0.1:6379/15"),
+    "ORCHESTRATOR_STEP_MODULES": '["tasks", "tests.steps"]',
+    "ORCHESTRATOR_MAX_RETRIES": "2",
+    "ORCHESTRATOR_RETRY_BACKOFF": "1",
+    "ORCHESTRATOR_RETRY_JITTER": "false",
+    "ORCHESTRATOR_DELIVERY_LIMIT": "3",
+    "ORCHESTRATOR_SOFT_TIME_LIMIT": "20",
+    "ORCHESTRATOR_TIME_LIMIT": "30",
+    "ORCHESTRATOR_DATA_DIR": str(TEST_DATA_DIR / "data"),
+})
+
+from orchestrator.celery_app import app  # noqa: E402
+from orchestrator.failures import dlq  # noqa: E402
+from orchestrator.topology import topology  # noqa: E402
+from tests.support.brokers import BrokerUnderTest, reachable, selected_brokers  # noqa: E402
+from tests.support.workers import WorkerProcess, worker_env  # noqa: E402
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _unreachable(what: str, error: str) -> None:
+    message = f"{what} is not reachable ({error})"
+    if IN_CI:
+        pytest.fail(message + " — under CI a missing broker is a failure, not a skip")
+    pytest.skip(message)
+
+
+def use_broker(url: str) -> None:
+    """Point the test process's Celery app at ``url`` (closing pools made for another one)."""
+    if app.conf.broker_url == url and app.conf.broker_write_url in (None, url):
+        return
+    app.close()
+    app.conf.broker_url = url
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+@pytest.fixture(scope="session")
+def result_backend() -> str:
+    url = os.environ["ORCHESTRATOR_RESULT_BACKEND"]
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except Exception as exc:
+        _unreachable(f"Redis result backend {url}", str(exc))
+    return url
+
+
+@pytest.fixture(scope="session", params=selected_brokers(), ids=lambda b: b.name)
+def broker(request: pytest.FixtureRequest, result_backend: str) -> BrokerUnderTest:
+    under_test: BrokerUnderTest = request.param
+    error = reachable(under_test.url)
+    if error:
+        _unreachable(f"broker {under_test.name} ({under_test.url})", error)
+    use_broker(under_test.url)
+    return under_test
+
+
+def reset_queues() -> None:
+    """Empty every work queue and DLQ so a test run starts from a known state."""
+    with app.connection_for_write() as connection:
+        topology.declare(connection)
+        for spec in topology:
+            for name in (spec.name, spec.dlq):
+                channel = connection.channel()
+                try:
+                    channel.queue_purge(name)
+                finally:
+                    channel.close()
+
+
+@pytest.fixture(scope="session")
+def log_dir() -> Path:
+    path = TEST_DATA_DIR / "logs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def worker(broker: BrokerUnderTest, log_dir: Path) -> Iterator[WorkerProcess]:
+    """One worker consuming every work queue, shared by the tests of one broker."""
+    use_broker(broker.url)
+    reset_queues()
+    process = WorkerProcess(worker_env(broker.url), log_dir, name=f"shared-{broker.name}")
+    process.start()
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture()
+def on_broker(broker: BrokerUnderTest) -> BrokerUnderTest:
+    use_broker(broker.url)
+    return broker
+
+
+def dead_letters_for(correlation_id: str, queue: str | None = None) -> list[dlq.DeadLetter]:
+    return [letter for letter in dlq.list_dead_letters(queue)
+            if letter.summary()["correlation_id"] == correlation_id]

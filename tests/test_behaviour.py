@@ -1,0 +1,177 @@
+"""The behaviour suite: a real worker on a real broker, per broker in the ``broker`` fixture."""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+
+import pytest
+from kombu import Exchange, Producer
+
+from orchestrator.celery_app import app
+from orchestrator.correlation import HEADER
+from orchestrator.envelope import EventType
+from orchestrator.failures import dlq
+from orchestrator.pipeline import PipelineError, run_pipeline
+from orchestrator.topology import topology
+from tests.conftest import dead_letters_for
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcess
+
+pytestmark = pytest.mark.broker
+TIMEOUT = 60
+
+
+def test_envelope_round_trip(worker: WorkerProcess, on_broker: object) -> None:
+    handle = run_pipeline("eco", {"canal": "abc", "n": 1})
+    [result] = handle.wait(timeout=TIMEOUT)
+    assert str(result.correlation_id) == handle.correlation_id
+    assert result.tipo_evento is EventType.RESULTADO_COLETA
+    assert result.payload["entrada"] == {"canal": "abc", "n": 1}
+    assert result.payload["header_correlation_id"] == handle.correlation_id
+
+
+def test_a_caller_given_correlation_id_is_kept(worker: WorkerProcess, on_broker: object) -> None:
+    given = str(uuid.uuid4())
+    handle = run_pipeline("eco", {}, correlation_id=given)
+    [result] = handle.wait(timeout=TIMEOUT)
+    assert handle.correlation_id == given
+    assert str(result.correlation_id) == given
+
+
+def test_each_task_is_consumed_from_its_own_queue_only(
+    worker: WorkerProcess, on_broker: object
+) -> None:
+    [result] = run_pipeline("eco", {}).wait(timeout=TIMEOUT)
+    assert result.payload["routing_key"] == "escavador_eco"
+    for name in list(app.tasks):
+        if name.startswith(("escavador_", "executador_")):
+            route = app.amqp.router.route({}, name, (), {})
+            assert route["queue"].name == name
+            assert route["routing_key"] == name
+    replies = app.control.inspect(destination=[worker.nodename], timeout=10).active_queues()
+    assert replies, "the worker did not answer inspect active_queues"
+    consumed = {queue["name"] for queue in replies[worker.nodename]}
+    assert consumed == set(topology.names())
+    assert not any(name.endswith(".dlq") for name in consumed)
+
+
+def test_a_worker_narrowed_with_q_consumes_only_that_queue(
+    worker: WorkerProcess, on_broker: object, log_dir: object
+) -> None:
+    narrow = WorkerProcess(dict(worker.env), worker.log_path.parent, queues=["escavador_rss"],
+                           concurrency=1, name="narrow").start()
+    try:
+        narrow.wait_ready()
+        replies = app.control.inspect(destination=[narrow.nodename], timeout=10).active_queues()
+        assert replies, "the narrowed worker did not answer"
+        assert [q["name"] for q in replies[narrow.nodename]] == ["escavador_rss"]
+    finally:
+        narrow.stop()
+
+
+def test_chain_carries_one_correlation_id_through_every_step(
+    worker: WorkerProcess, on_broker: object
+) -> None:
+    handle = run_pipeline("eco", {"x": 1}, execute={"eco": {"modo": "teste"}})
+    [final] = handle.wait(timeout=TIMEOUT)
+    assert final.tipo_evento is EventType.RESULTADO_EXECUCAO
+    assert str(final.correlation_id) == handle.correlation_id
+    assert final.payload["header_correlation_id"] == handle.correlation_id
+    assert final.payload["options"] == {"modo": "teste"}
+    [collected] = final.payload["inputs"]
+    assert collected["correlation_id"] == handle.correlation_id
+    assert collected["payload"]["header_correlation_id"] == handle.correlation_id
+    log = wait_until(lambda: handle.correlation_id in worker.log() and worker.log(),
+                     timeout=10, message="the correlation id in the worker log")
+    task_lines = [line for line in log.splitlines() if "probe step" in line
+                  and handle.correlation_id in line]
+    assert len(task_lines) >= 2, "each step's log line carries the correlation id"
+
+
+def test_chord_body_gets_every_collection_result(worker: WorkerProcess, on_broker: object) -> None:
+    handle = run_pipeline(["eco", "falha"], {"y": 2}, execute=["eco"])
+    [final] = handle.wait(timeout=TIMEOUT)
+    assert final.tipo_evento is EventType.RESULTADO_EXECUCAO
+    inputs = final.payload["inputs"]
+    assert {i["payload"]["step"] for i in inputs} == {"escavador_eco", "escavador_falha"}
+    assert {i["correlation_id"] for i in inputs} == {handle.correlation_id}
+    assert {i["payload"]["header_correlation_id"] for i in inputs} == {handle.correlation_id}
+    assert final.payload["header_correlation_id"] == handle.correlation_id
+
+
+def test_several_executadores_run_in_parallel_on_the_collection(
+    worker: WorkerProcess, on_broker: object
+) -> None:
+    handle = run_pipeline("eco", {}, execute={"eco": {}, "arquivo": {}})
+    finals = handle.wait(timeout=TIMEOUT)
+    assert sorted(f.payload.get("step", "arquivo") for f in finals) == ["arquivo",
+                                                                         "executador_eco"]
+    assert {str(f.correlation_id) for f in finals} == {handle.correlation_id}
+
+
+def test_a_task_that_fails_for_good_ends_in_its_dlq(worker: WorkerProcess, on_broker: object) -> None:
+    handle = run_pipeline("falha", {"mode": "final"})
+    with pytest.raises(Exception, match="final failure"):
+        handle.wait(timeout=TIMEOUT)
+    [letter] = wait_until(lambda: dead_letters_for(handle.correlation_id, "escavador_falha"),
+                          timeout=TIMEOUT, message="the dead letter")
+    summary = letter.summary()
+    assert summary["reason"] == "failed"
+    assert summary["task"] == "escavador_falha"
+    assert summary["attempts"] == 1
+    assert "FinalError" in summary["last_error"]
+
+
+def test_an_invalid_envelope_goes_to_the_dlq_and_the_worker_keeps_running(
+    worker: WorkerProcess, on_broker: object
+) -> None:
+    marker = str(uuid.uuid4())
+    result = app.send_task("escavador_eco", args=[{"tipo_evento": "nope", "marker": marker}],
+                           headers={HEADER: marker})
+    [letter] = wait_until(lambda: dead_letters_for(marker, "escavador_eco"), timeout=TIMEOUT,
+                          message="the invalid envelope in the DLQ")
+    assert letter.summary()["reason"] == "invalid_envelope"
+    assert "tipo_evento" in letter.summary()["last_error"]
+    assert letter.id == result.id
+    assert worker.alive
+    [ok] = run_pipeline("eco", {}).wait(timeout=TIMEOUT)
+    assert ok.tipo_evento is EventType.RESULTADO_COLETA
+
+
+def test_a_pickled_message_is_refused_not_executed(worker: WorkerProcess, on_broker: object) -> None:
+    marker = str(uuid.uuid4())
+    task_id = str(uuid.uuid4())
+    with app.connection_for_write() as connection:
+        producer = Producer(connection)
+        producer.publish(
+            pickle.dumps(((), {}, {})),
+            exchange=Exchange("orchestrator", type="topic", durable=True),
+            routing_key="escavador_eco",
+            content_type="application/x-python-serialize",
+            content_encoding="binary",
+            headers={"task": "escavador_eco", "id": task_id, HEADER: marker},
+        )
+    [letter] = wait_until(lambda: dead_letters_for(marker, "escavador_eco"), timeout=TIMEOUT,
+                          message="the pickled message in the DLQ")
+    assert letter.summary()["reason"] == "content_type_refused"
+    assert app.AsyncResult(task_id).state == "PENDING"
+    assert worker.alive
+
+
+def test_an_unknown_step_or_invalid_payload_fails_in_the_caller(on_broker: object) -> None:
+    with pytest.raises(PipelineError, match="unknown step"):
+        run_pipeline("nao_existe", {})
+    with pytest.raises(PipelineError, match="over the"):
+        run_pipeline("eco", {"big": "x" * 2_000_000})
+
+
+def test_dlq_listing_does_not_consume(worker: WorkerProcess, on_broker: object) -> None:
+    handle = run_pipeline("falha", {"mode": "final"})
+    with pytest.raises(Exception, match="final failure"):
+        handle.wait(timeout=TIMEOUT)
+    wait_until(lambda: dead_letters_for(handle.correlation_id), timeout=TIMEOUT,
+               message="the dead letter")
+    assert len(dead_letters_for(handle.correlation_id)) == 1
+    assert len(dead_letters_for(handle.correlation_id)) == 1
+    assert dlq.counts("escavador_falha")["escavador_falha.dlq"] >= 1
