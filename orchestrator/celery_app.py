@@ -27,7 +27,13 @@ def import_step_modules(packages: list[str]) -> list[str]:
     """Import every module under each package (or a single module); returns their names."""
     imported: list[str] = []
     for name in packages:
-        module = importlib.import_module(name)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            raise ImportError(
+                f"ORCHESTRATOR_STEP_MODULES names {name!r}, which cannot be imported ({exc}); "
+                "is it installed or on PYTHONPATH?"
+            ) from exc
         imported.append(name)
         search_path = getattr(module, "__path__", None)
         if search_path is None:

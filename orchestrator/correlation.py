@@ -65,7 +65,6 @@ def install_log_filter(logger: logging.Logger) -> None:
             target.addFilter(CorrelationIdFilter())
 
 
-@signals.before_task_publish.connect
 def _propagate_header(headers: dict[str, Any] | None = None, **_: Any) -> None:
     """Copy the running task's correlation id into every message it publishes."""
     if headers is None or headers.get(HEADER):
@@ -75,19 +74,22 @@ def _propagate_header(headers: dict[str, Any] | None = None, **_: Any) -> None:
         headers[HEADER] = correlation_id
 
 
-@signals.task_prerun.connect
 def _bind_on_prerun(task: Any = None, **_: Any) -> None:
     if task is not None:
         _current.set(correlation_id_from_request(task.request))
 
 
-@signals.task_postrun.connect
 def _unbind_on_postrun(**_: Any) -> None:
     _current.set(None)
 
 
-@signals.after_setup_task_logger.connect
-@signals.after_setup_logger.connect
 def _install_filters(logger: logging.Logger | None = None, **_: Any) -> None:
     if logger is not None:
         install_log_filter(logger)
+
+
+signals.before_task_publish.connect(_propagate_header, weak=False)
+signals.task_prerun.connect(_bind_on_prerun, weak=False)
+signals.task_postrun.connect(_unbind_on_postrun, weak=False)
+signals.after_setup_logger.connect(_install_filters, weak=False)
+signals.after_setup_task_logger.connect(_install_filters, weak=False)

@@ -74,7 +74,9 @@ class RedisIdempotencyStore:
         if self._client.set(name, owner, nx=True, ex=max(ttl, 1)):
             return True
         holder = self._client.get(name)
-        return holder is not None and holder.decode() == owner
+        if isinstance(holder, bytes):
+            holder = holder.decode()
+        return holder == owner
 
     def store_result(self, key: str, result: dict[str, Any], ttl: int) -> None:
         self._client.set(self.prefix + key + ":result", json.dumps(result), ex=max(ttl, 1))

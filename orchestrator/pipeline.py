@@ -14,6 +14,7 @@ a bad request fails in the caller, not in a dead-letter queue.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,25 @@ class PipelineHandle:
         value = self.result.get(timeout=timeout, propagate=True, disable_sync_subtasks=False)
         items = value if isinstance(value, list) else [value]
         return [Envelope.parse(item) for item in _flatten(items)]
+
+    def wait_replayed(self, timeout: float, poll: float = 0.2) -> list[Envelope]:
+        """Wait for a pipeline whose failed step was replayed from its DLQ.
+
+        The result backend still holds the earlier failure (Celery marks every later chain
+        step failed too) until the replayed steps overwrite it, so this waits for SUCCESS and
+        reads fresh results instead of the cached failure.
+        """
+        deadline = time.monotonic() + timeout
+        result_id = self.result.id
+        while time.monotonic() < deadline:
+            fresh = self.result.app.AsyncResult(result_id)
+            if fresh.state == "SUCCESS":
+                value = fresh.get(timeout=max(deadline - time.monotonic(), 0.1),
+                                  disable_sync_subtasks=False)
+                items = value if isinstance(value, list) else [value]
+                return [Envelope.parse(item) for item in _flatten(items)]
+            time.sleep(poll)
+        raise TimeoutError(f"pipeline {self.correlation_id} did not succeed in {timeout}s")
 
     @property
     def state(self) -> str:

@@ -14,11 +14,12 @@ fails with PRECONDITION_FAILED. :func:`declare` turns that into an error that sa
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kombu import Connection, Exchange, Queue
+from kombu.connection import Connection
+from kombu.entity import Exchange, Queue
 
 WORK_EXCHANGE = "orchestrator"
 DLQ_SUFFIX = ".dlq"
@@ -128,7 +129,7 @@ class Topology:
         self._queues[spec.name] = spec
         return spec
 
-    def __iter__(self) -> Iterable[QueueSpec]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[QueueSpec]:
         return iter(list(self._queues.values()))
 
     def __contains__(self, name: object) -> bool:

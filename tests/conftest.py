@@ -13,11 +13,17 @@ from pathlib import Path
 
 import pytest
 
+SHARED_WORKER_MODULES = '["tasks", "tests.steps"]'
+"""What the shared worker loads: it must not consume the crash tests' queues."""
+CRASH_TEST_MODULES = '["tasks", "tests.steps", "tests.crash_steps"]'
+"""What the test process (the orchestrator side) and the crash tests' workers load."""
+CRASH_QUEUES = ["escavador_lento", "escavador_crash"]
+
 TEST_DATA_DIR = Path(tempfile.mkdtemp(prefix="orchestrator-tests-"))
 os.environ.update({
     "ORCHESTRATOR_RESULT_BACKEND": os.environ.get("ORCHESTRATOR_TEST_RESULT_BACKEND",
                                                   "redis://127.0.0.1:6379/15"),
-    "ORCHESTRATOR_STEP_MODULES": '["tasks", "tests.steps"]',
+    "ORCHESTRATOR_STEP_MODULES": CRASH_TEST_MODULES,
     "ORCHESTRATOR_MAX_RETRIES": "2",
     "ORCHESTRATOR_RETRY_BACKOFF": "1",
     "ORCHESTRATOR_RETRY_JITTER": "false",
@@ -100,7 +106,8 @@ def worker(broker: BrokerUnderTest, log_dir: Path) -> Iterator[WorkerProcess]:
     """One worker consuming every work queue, shared by the tests of one broker."""
     use_broker(broker.url)
     reset_queues()
-    process = WorkerProcess(worker_env(broker.url), log_dir, name=f"shared-{broker.name}")
+    env = worker_env(broker.url, {"ORCHESTRATOR_STEP_MODULES": SHARED_WORKER_MODULES})
+    process = WorkerProcess(env, log_dir, name=f"shared-{broker.name}")
     process.start()
     try:
         process.wait_ready()

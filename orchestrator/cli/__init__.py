@@ -7,6 +7,7 @@ import sys
 import click
 
 from orchestrator.cli.common import fail_cleanly
+from orchestrator.cli.dlq import dlq_group
 from orchestrator.cli.run import run_command
 from orchestrator.cli.topology import topology_command
 
@@ -18,6 +19,7 @@ def cli() -> None:
 
 cli.add_command(run_command)
 cli.add_command(topology_command)
+cli.add_command(dlq_group)
 
 
 def main() -> None:

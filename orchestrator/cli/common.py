@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -35,7 +34,7 @@ def fail_cleanly() -> Iterator[None]:
     """Turn the usual operational failures into one red line and a distinct exit code."""
     try:
         yield
-    except (OperationalError, ConnectionError, socket.error) as exc:
+    except (OSError, OperationalError, ConnectionError) as exc:
         err_console.print(
             f"[red]error:[/red] cannot reach the broker {broker_for_humans()}: {exc}"
         )

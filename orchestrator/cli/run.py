@@ -22,9 +22,11 @@ def _parse_options(pairs: tuple[str, ...], executadores: list[str]) -> dict[str,
         key, sep, value = pair.partition("=")
         name, dot, field = key.partition(".")
         if not sep or not dot or not field:
-            raise click.BadParameter(f"{pair!r}: expected EXECUTADOR.KEY=VALUE", param_hint="--option")
+            raise click.BadParameter(f"{pair!r}: expected EXECUTADOR.KEY=VALUE",
+                                     param_hint="--option")
         if name not in options:
-            raise click.BadParameter(f"{pair!r}: {name!r} is not in --execute", param_hint="--option")
+            raise click.BadParameter(f"{pair!r}: {name!r} is not in --execute",
+                                     param_hint="--option")
         options[name][field] = value
     return options
 

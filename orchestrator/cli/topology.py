@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.table import Table
 
@@ -20,7 +22,7 @@ def topology_command(declare: bool, as_json: bool) -> None:
         with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1)
             topology.declare(connection)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"queue": s.name, "kind": s.kind, "dead_letter_exchange": s.dlx,
          "dead_letter_queue": s.dlq, "delivery_limit": s.delivery_limit,
          "arguments": s.queue_arguments()}
@@ -32,7 +34,6 @@ def topology_command(declare: bool, as_json: bool) -> None:
     table = Table(title="Topology" + (" (declared)" if declare else ""))
     for column in ("queue", "kind", "dead-letter exchange", "dead-letter queue", "delivery limit"):
         table.add_column(column)
-    for row in rows:
-        table.add_row(row["queue"], row["kind"], row["dead_letter_exchange"],
-                      row["dead_letter_queue"], str(row["delivery_limit"]))
+    for spec in topology:
+        table.add_row(spec.name, spec.kind, spec.dlx, spec.dlq, str(spec.delivery_limit))
     console.print(table)

@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from kombu import Exchange, Producer
+from kombu.entity import Exchange
+from kombu.messaging import Producer
 
 from orchestrator.topology import dlq_name, dlx_name
 

@@ -12,6 +12,7 @@ twice.)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterator
@@ -22,7 +23,8 @@ from typing import Any
 
 import redis
 from celery import Celery
-from kombu import Connection, Exchange, Queue
+from kombu.connection import Connection
+from kombu.entity import Exchange, Queue
 from kombu.message import Message
 
 from orchestrator.correlation import HEADER
@@ -133,6 +135,8 @@ def _to_dead_letter(message: Message, dlq: str) -> DeadLetter:
 
 def dead_letter_queues(queue: str | None = None) -> list[str]:
     """The DLQs to look at: one step's, or every step's."""
+    import orchestrator.celery_app  # noqa: F401  (the steps fill the topology)
+
     if queue is None:
         return [spec.dlq for spec in topology]
     name = queue if queue.endswith(".dlq") else dlq_name(queue)
@@ -173,21 +177,8 @@ def _browse(connection: Connection, dlq: str) -> Iterator[Iterator[tuple[Message
 
 def counts(queue: str | None = None, *, app: Celery | None = None) -> dict[str, int]:
     """Messages per DLQ (0 for a DLQ that does not exist yet)."""
-    result: dict[str, int] = {}
     with _connection(app) as connection:
-        for dlq in dead_letter_queues(queue):
-            channel = connection.channel()
-            try:
-                _, count, _ = Queue(dlq, channel=channel).queue_declare(passive=True)
-                result[dlq] = int(count)
-            except Exception:
-                result[dlq] = 0
-            finally:
-                try:
-                    channel.close()
-                except Exception:  # a failed passive declare already closed it
-                    pass
-    return result
+        return {dlq: _message_count(connection, dlq) for dlq in dead_letter_queues(queue)}
 
 
 def list_dead_letters(queue: str | None = None, *, app: Celery | None = None,
@@ -238,11 +229,25 @@ def _republish(connection: Connection, letter: DeadLetter) -> None:
     )
 
 
+def _message_count(connection: Connection, dlq: str) -> int:
+    channel = connection.channel()
+    try:
+        _, count, _ = Queue(dlq, channel=channel).queue_declare(passive=True)
+        return int(count)
+    except Exception:
+        return 0
+    finally:
+        with contextlib.suppress(Exception):  # a failed passive declare closed it already
+            channel.close()
+
+
 def replay(letter_id: str | None = None, *, queue: str | None = None, all_: bool = False,
            app: Celery | None = None) -> list[DeadLetter]:
     """Move one dead letter (by id), or all of them (``all_``), back to their queues.
 
-    The retry count is reset and the correlation id (header and envelope) kept.
+    The retry count is reset and the correlation id (header and envelope) kept. ``all_``
+    replays what the DLQ held when the call started: a replayed message that fails again
+    while the call runs lands behind that snapshot and is left for the next replay.
     """
     if (letter_id is None) == (not all_):
         raise ValueError("give a dead-letter id, or all_=True")
@@ -250,10 +255,15 @@ def replay(letter_id: str | None = None, *, queue: str | None = None, all_: bool
     moved: list[DeadLetter] = []
     with _connection(app) as connection:
         for dlq in dead_letter_queues(queue):
+            snapshot = _message_count(connection, dlq)
+            seen: set[str] = set()
             with _browse(connection, dlq) as messages:
-                for message, letter in messages:
-                    if not all_ and letter.id != letter_id:
-                        continue
+                for position, (message, letter) in enumerate(messages):
+                    if position >= snapshot:
+                        break
+                    if letter.id in seen or (not all_ and letter.id != letter_id):
+                        continue  # left unacked: back in the DLQ when the channel closes
+                    seen.add(letter.id)
                     key = JOURNAL_PREFIX + letter.fingerprint
                     if not journal.exists(key):
                         _republish(connection, letter)
@@ -278,8 +288,6 @@ def purge(queue: str | None = None, *, app: Celery | None = None) -> dict[str, i
             except Exception:
                 removed[dlq] = 0
             finally:
-                try:
+                with contextlib.suppress(Exception):
                     channel.close()
-                except Exception:
-                    pass
     return removed

@@ -34,5 +34,5 @@ class RetryPolicy:
         """
         cap = min(self.backoff_max, self.backoff * (2 ** max(retries_done, 0)))
         if self.jitter:
-            return max(1.0, random.uniform(0, cap))
-        return max(1.0, cap)
+            return max(1.0, float(random.uniform(0, cap)))
+        return max(1.0, float(cap))

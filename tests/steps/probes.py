@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ from orchestrator.failures.errors import FinalError, RetryableError
 from orchestrator.steps import StepContext, escavador, executador
 
 
-def _observed(ctx: StepContext) -> dict[str, Any]:
+def observed(ctx: StepContext) -> dict[str, Any]:
     request = current_task.request
     ctx.logger.info("probe step %s attempt %d", ctx.step, ctx.attempt)
     return {
@@ -30,7 +28,7 @@ def _observed(ctx: StepContext) -> dict[str, Any]:
 @escavador("eco")
 def eco(payload: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
     """Echo the payload plus what the step saw (correlation header, queue, attempt)."""
-    return {"entrada": payload, **_observed(ctx)}
+    return {"entrada": payload, **observed(ctx)}
 
 
 @executador("eco")
@@ -39,7 +37,7 @@ def eco_executor(payload: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
     return {
         "inputs": [e.to_dict() for e in ctx.inputs],
         "options": ctx.options,
-        **_observed(ctx),
+        **observed(ctx),
     }
 
 
@@ -56,26 +54,4 @@ def falha(payload: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
     marker = payload.get("fixed_marker")
     if marker and not Path(marker).exists():
         raise FinalError(f"not fixed yet: {marker} is missing")
-    return _observed(ctx)
-
-
-@escavador("lento")
-def lento(payload: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
-    """Sleep, then append a line to a side-effect file once per idempotency key."""
-    started = payload.get("started_marker")
-    if started:
-        Path(started).write_text(str(os.getpid()))
-    time.sleep(float(payload.get("seconds", 1)))
-    effects = payload.get("effects_file")
-    if effects:
-        with open(effects, "a", encoding="utf-8") as handle:
-            handle.write(ctx.idempotency_key + "\n")
-    return _observed(ctx)
-
-
-@escavador("crash")
-def crash(payload: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
-    """Kill the worker process that runs it: a poison message."""
-    if payload.get("crash", True):
-        os._exit(13)
-    return _observed(ctx)
+    return observed(ctx)

@@ -1,0 +1,110 @@
+"""``orchestrator dlq``: list, show, replay and purge dead letters (each with ``--json``)."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from orchestrator.cli.common import console, err_console, print_json
+from orchestrator.failures import dlq
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@click.group("dlq")
+def dlq_group() -> None:
+    """Inspect and operate the dead-letter queues (<queue>.dlq)."""
+
+
+@dlq_group.command("list")
+@click.argument("queue", required=False)
+@click.option("--limit", default=200, show_default=True, help="At most this many entries.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def list_command(queue: str | None, limit: int, as_json: bool) -> None:
+    """Count per DLQ, then the entries: reason, task, correlation id, attempts, error, age."""
+    counts = dlq.counts(queue)
+    letters = dlq.list_dead_letters(queue, limit=limit)
+    if as_json:
+        print_json({"counts": counts, "entries": [letter.summary() for letter in letters]})
+        return
+    totals = Table(title="Dead-letter queues")
+    totals.add_column("DLQ")
+    totals.add_column("messages", justify="right")
+    for name, count in counts.items():
+        totals.add_row(name, str(count))
+    console.print(totals)
+    if not letters:
+        return
+    entries = Table(title="Entries")
+    for column in ("id", "queue", "reason", "task", "correlation id", "attempts", "last error",
+                   "age"):
+        entries.add_column(column, overflow="fold")
+    for letter in letters:
+        row = letter.summary()
+        entries.add_row(row["id"], row["queue"], str(row["reason"]), str(row["task"]),
+                        str(row["correlation_id"]), str(row["attempts"]),
+                        str(row["last_error"])[:80], _age(row["age_seconds"]))
+    console.print(entries)
+
+
+@dlq_group.command("show")
+@click.argument("letter_id")
+@click.option("--queue", default=None, help="Look only in this queue's DLQ.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def show_command(letter_id: str, queue: str | None, as_json: bool) -> None:
+    """One dead letter in full: details, traceback, headers and body."""
+    try:
+        letter = dlq.show(letter_id, queue=queue)
+    except dlq.DeadLetterNotFound as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(1) from None
+    if as_json:
+        print_json(letter.full())
+        return
+    console.print_json(data=letter.full(), default=str)
+
+
+@dlq_group.command("replay")
+@click.argument("letter_id", required=False)
+@click.option("--all", "all_", is_flag=True, help="Replay every dead letter (of --queue).")
+@click.option("--queue", default=None, help="Only this queue's DLQ.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def replay_command(letter_id: str | None, all_: bool, queue: str | None, as_json: bool) -> None:
+    """Send dead letters back to their queue: retry count reset, correlation id kept."""
+    if bool(letter_id) == all_:
+        raise click.UsageError("give a dead-letter ID or --all")
+    try:
+        moved = dlq.replay(letter_id, queue=queue, all_=all_)
+    except dlq.DeadLetterNotFound as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(1) from None
+    if as_json:
+        print_json({"replayed": [letter.summary() for letter in moved]})
+        return
+    for letter in moved:
+        console.print(f"replayed {letter.id} -> {letter.queue} "
+                      f"(correlation_id {letter.summary()['correlation_id']})")
+    console.print(f"{len(moved)} message(s) replayed")
+
+
+@dlq_group.command("purge")
+@click.option("--queue", default=None, help="Only this queue's DLQ (default: every DLQ).")
+@click.option("--yes", is_flag=True, help="Confirm: the dead letters are deleted for good.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def purge_command(queue: str | None, yes: bool, as_json: bool) -> None:
+    """Delete dead letters for good (asks for --yes)."""
+    if not yes:
+        raise click.UsageError("purge deletes dead letters for good: add --yes to confirm")
+    removed = dlq.purge(queue)
+    if as_json:
+        print_json({"purged": removed})
+        return
+    for name, count in removed.items():
+        console.print(f"{name}: {count} purged")

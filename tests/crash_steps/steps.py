@@ -1,0 +1,43 @@
+"""Steps for the crash tests: a slow one with a side effect, and one that kills its process."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.steps import StepContext, escavador
+from tests.steps.probes import observed
+
+
+def _append_once(path: str, key: str) -> None:
+    """The side effect, made idempotent with the step's key (as real executadores do)."""
+    existing = Path(path).read_text().splitlines() if Path(path).exists() else []
+    if key not in existing:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(key + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+@escavador("lento")
+def lento(payload: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+    """Sleep, do a side effect (a line per idempotency key), sleep again, then finish."""
+    started = payload.get("started_marker")
+    if started:
+        Path(started).write_text(str(os.getpid()))
+    time.sleep(float(payload.get("seconds", 1)))
+    effects = payload.get("effects_file")
+    if effects:
+        _append_once(effects, ctx.idempotency_key)
+    time.sleep(float(payload.get("after_seconds", 0)))
+    return observed(ctx)
+
+
+@escavador("crash")
+def crash(payload: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+    """Kill the worker process that runs it: a poison message."""
+    if payload.get("crash", True):
+        os._exit(13)
+    return observed(ctx)
