@@ -17,7 +17,7 @@ SHARED_WORKER_MODULES = '["tasks", "tests.steps"]'
 """What the shared worker loads: it must not consume the crash tests' queues."""
 CRASH_TEST_MODULES = '["tasks", "tests.steps", "tests.crash_steps"]'
 """What the test process (the orchestrator side) and the crash tests' workers load."""
-CRASH_QUEUES = ["escavador_lento", "escavador_crash"]
+CRASH_QUEUES = ["escavador_lento", "escavador_crash", "escavador_teimoso"]
 
 TEST_DATA_DIR = Path(tempfile.mkdtemp(prefix="orchestrator-tests-"))
 os.environ.update({
@@ -34,6 +34,7 @@ os.environ.update({
 })
 
 from orchestrator.celery_app import app  # noqa: E402
+from orchestrator.devmode.feed_server import SampleFeedServer  # noqa: E402
 from orchestrator.failures import dlq  # noqa: E402
 from orchestrator.topology import topology  # noqa: E402
 from tests.support.brokers import BrokerUnderTest, reachable, selected_brokers  # noqa: E402
@@ -102,11 +103,22 @@ def log_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def worker(broker: BrokerUnderTest, log_dir: Path) -> Iterator[WorkerProcess]:
+def feed_server() -> Iterator[SampleFeedServer]:
+    """The bundled sample YouTube feed over real HTTP on 127.0.0.1."""
+    server = SampleFeedServer().start()
+    os.environ["ORCHESTRATOR_YOUTUBE_BASE_URL"] = server.base_url
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def worker(broker: BrokerUnderTest, log_dir: Path,
+           feed_server: SampleFeedServer) -> Iterator[WorkerProcess]:
     """One worker consuming every work queue, shared by the tests of one broker."""
     use_broker(broker.url)
     reset_queues()
-    env = worker_env(broker.url, {"ORCHESTRATOR_STEP_MODULES": SHARED_WORKER_MODULES})
+    env = worker_env(broker.url, {"ORCHESTRATOR_STEP_MODULES": SHARED_WORKER_MODULES,
+                                  "ORCHESTRATOR_YOUTUBE_BASE_URL": feed_server.base_url})
     process = WorkerProcess(env, log_dir, name=f"shared-{broker.name}")
     process.start()
     try:

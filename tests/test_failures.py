@@ -90,6 +90,21 @@ def test_final_error_goes_straight_to_the_dlq(worker: WorkerProcess, on_broker: 
     assert letter.details["attempts"] == 1
 
 
+# -- time limits -------------------------------------------------------------------------------
+
+def test_soft_time_limit_takes_the_failure_path(worker: WorkerProcess, on_broker: object) -> None:
+    from orchestrator.pipeline import run_pipeline
+
+    handle = run_pipeline("demorado", {"seconds": 3})
+    with pytest.raises(Exception, match="SoftTimeLimitExceeded|soft time limit"):
+        handle.wait(timeout=TIMEOUT)
+    [letter] = wait_until(lambda: dead_letters_for(handle.correlation_id), timeout=TIMEOUT,
+                          message="the dead letter")
+    assert letter.details["reason"] == "retries_exhausted"
+    assert letter.details["exception_type"] == "SoftTimeLimitExceeded"
+    assert letter.details["attempts"] == get_settings().max_retries + 1
+
+
 # -- malformed input ---------------------------------------------------------------------------
 
 MALFORMED = {
@@ -273,4 +288,20 @@ def test_poison_message_is_dead_lettered_after_the_delivery_limit(
     [letter] = wait_until(lambda: dead_letters_for(poison.correlation_id), timeout=120,
                           message="the poison message in the DLQ")
     assert letter.details["reason"] == "delivery_limit"
+    assert worker.alive
+
+
+@pytest.mark.crash
+def test_hard_time_limit_kills_the_task_and_loses_no_message(
+    on_broker: object, crash_env: dict[str, str], crash_workers: list[WorkerProcess],
+    log_dir: Path,
+) -> None:
+    from orchestrator.pipeline import run_pipeline
+
+    worker = start_crash_worker(crash_env, log_dir, crash_workers)
+    handle = run_pipeline("teimoso", {"seconds": 30})
+    [letter] = wait_until(lambda: dead_letters_for(handle.correlation_id), timeout=120,
+                          message="the hard-killed message in the DLQ")
+    assert letter.details["reason"] == "delivery_limit"
+    assert "TimeLimitExceeded" in worker.log() or "Hard time limit" in worker.log()
     assert worker.alive

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from orchestrator.steps import StepContext, escavador
 from tests.steps.probes import observed
 
@@ -40,4 +42,16 @@ def crash(payload: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
     """Kill the worker process that runs it: a poison message."""
     if payload.get("crash", True):
         os._exit(13)
+    return observed(ctx)
+
+
+@escavador("teimoso", soft_time_limit=1, time_limit=2)
+def teimoso(payload: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+    """Ignore the soft time limit, so only the hard limit (a killed process) stops it."""
+    deadline = time.monotonic() + float(payload.get("seconds", 10))
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.1)
+        except SoftTimeLimitExceeded:
+            ctx.logger.info("ignoring the soft time limit")
     return observed(ctx)

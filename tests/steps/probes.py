@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,4 +55,11 @@ def falha(payload: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
     marker = payload.get("fixed_marker")
     if marker and not Path(marker).exists():
         raise FinalError(f"not fixed yet: {marker} is missing")
+    return observed(ctx)
+
+
+@escavador("demorado", soft_time_limit=1, time_limit=5)
+def demorado(payload: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+    """Outlive the soft time limit: the normal failure path (retry, then dead letter)."""
+    time.sleep(float(payload.get("seconds", 3)))
     return observed(ctx)

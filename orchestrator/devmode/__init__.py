@@ -1,0 +1,1 @@
+"""Dev mode: everything on one laptop (embedded broker, workers, Flower, a sample feed)."""

@@ -1,0 +1,141 @@
+"""What an operator does: the CLI against a running worker, and Flower showing the tasks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orchestrator.devmode.feed_server import SAMPLE_CHANNEL_ID
+from orchestrator.settings import get_settings
+from tests.support.brokers import BrokerUnderTest
+from tests.support.waiting import wait_until
+from tests.support.workers import REPO, WorkerProcess, worker_env
+
+pytestmark = pytest.mark.broker
+ORCHESTRATOR_CLI = str(Path(sys.executable).with_name("orchestrator"))
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ORCHESTRATOR_CLI, *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def test_cli_run_youtube_then_arquivo_writes_one_line_with_the_correlation_id(
+    worker: WorkerProcess, on_broker: BrokerUnderTest
+) -> None:
+    result = cli(worker.env, "run", "youtube", "--payload",
+                 json.dumps({"channel_id": SAMPLE_CHANNEL_ID}), "--execute", "arquivo",
+                 "--wait", "--json")
+    assert result.returncode == 0, result.stderr
+    final = json.loads(result.stdout)
+    correlation_id = final["correlation_id"]
+    assert final["tipo_evento"] == "resultado_execucao"
+    path = Path(get_settings().data_dir) / "arquivo" / "resultados.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    mine = [line for line in lines if line["correlation_id"] == correlation_id]
+    assert len(mine) == 1
+    [collected] = mine[0]["entradas"]
+    assert collected["tipo_evento"] == "resultado_coleta"
+    assert collected["payload"]["channel_id"] == SAMPLE_CHANNEL_ID
+    assert collected["payload"]["count"] >= 1
+
+
+def test_cli_dlq_commands_round_trip(worker: WorkerProcess, on_broker: BrokerUnderTest) -> None:
+    failed = cli(worker.env, "run", "falha", "--payload", '{"mode": "final"}', "--wait", "--json")
+    assert failed.returncode == 1
+    correlation_id = json.loads(failed.stdout)["correlation_id"]
+
+    def listed() -> list[dict[str, object]]:
+        out = cli(worker.env, "dlq", "list", "escavador_falha", "--json")
+        assert out.returncode == 0, out.stderr
+        return [e for e in json.loads(out.stdout)["entries"]
+                if e["correlation_id"] == correlation_id]
+
+    [entry] = wait_until(listed, timeout=60, message="the dead letter in `dlq list`")
+    assert entry["reason"] == "failed" and entry["attempts"] == 1
+    shown = cli(worker.env, "dlq", "show", str(entry["id"]), "--json")
+    assert shown.returncode == 0, shown.stderr
+    full = json.loads(shown.stdout)
+    assert full["details"]["exception_type"] == "FinalError"
+    assert "Traceback" in full["details"]["traceback"]
+    replayed = cli(worker.env, "dlq", "replay", str(entry["id"]), "--json")
+    assert replayed.returncode == 0, replayed.stderr
+    assert json.loads(replayed.stdout)["replayed"][0]["correlation_id"] == correlation_id
+    # it fails again (the payload still asks for it) and comes back, once
+    [again] = wait_until(listed, timeout=60, message="the replayed message failing again")
+    assert again["id"] == entry["id"]
+    purged = cli(worker.env, "dlq", "purge", "--queue", "escavador_falha", "--yes", "--json")
+    assert purged.returncode == 0, purged.stderr
+    assert listed() == []
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture()
+def flower(broker: BrokerUnderTest, log_dir: Path) -> Iterator[str]:
+    port = free_port()
+    env = worker_env(broker.url, {"FLOWER_BASIC_AUTH": "operador:segredo"})
+    log = (log_dir / "flower.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "orchestrator", "flower", f"--port={port}",
+         "--address=127.0.0.1"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert process.poll() is None, (log_dir / "flower.log").read_text()
+        try:
+            return httpx.get(url + "/healthcheck", timeout=2).status_code in (200, 401)
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(up, timeout=60, message="Flower listening")
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        log.close()
+
+
+def test_flower_lists_the_pipeline_tasks_behind_basic_auth(
+    worker: WorkerProcess, on_broker: BrokerUnderTest, flower: str
+) -> None:
+    from orchestrator.pipeline import run_pipeline
+
+    assert httpx.get(flower + "/api/workers", timeout=5).status_code == 401
+    auth = ("operador", "segredo")
+
+    def worker_known() -> bool:
+        response = httpx.get(flower + "/api/workers", params={"refresh": "1"}, auth=auth,
+                             timeout=15)
+        return response.status_code == 200 and worker.nodename in response.json()
+
+    wait_until(worker_known, timeout=60, message="Flower seeing the worker")
+    handle = run_pipeline("eco", {"flower": True}, execute=["eco"])
+    handle.wait(timeout=60)
+    task_ids = {handle.result.id, handle.result.parent.id}
+
+    def tasks_listed() -> dict[str, dict[str, object]]:
+        response = httpx.get(flower + "/api/tasks", auth=auth, timeout=5)
+        assert response.status_code == 200
+        tasks = response.json()
+        return tasks if task_ids <= set(tasks) else {}
+
+    tasks = wait_until(tasks_listed, timeout=60, message="Flower listing the pipeline's tasks")
+    names = {tasks[task_id]["name"] for task_id in task_ids}
+    assert names == {"escavador_eco", "executador_eco"}
+    assert all(tasks[task_id]["state"] == "SUCCESS" for task_id in task_ids)
