@@ -63,6 +63,17 @@ class Envelope(BaseModel):
             raise ValueError("must carry a timezone (e.g. 2025-10-14T12:00:00Z)")
         return value.astimezone(UTC)
 
+    @field_validator("payload")
+    @classmethod
+    def _must_be_plain_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ValueError("NaN and Infinity are not JSON: use null or a string") from None
+        except (TypeError, RecursionError) as exc:
+            raise ValueError(f"not serializable as JSON ({exc})") from None
+        return value
+
     @field_serializer("timestamp")
     def _serialize_timestamp(self, value: datetime) -> str:
         text = value.astimezone(UTC).isoformat().replace("+00:00", "Z")

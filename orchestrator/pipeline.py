@@ -135,14 +135,17 @@ def build_pipeline(
     check_size(envelope)
     headers = {HEADER: str(envelope.correlation_id)}
     message = envelope.to_dict()
-    collectors = [
-        _task_signature(app, queue_name("escavador", fonte), headers, message)
-        for fonte in fontes
-    ]
-    executors = [
-        _task_signature(app, queue_name("executador", nome), headers, options=options)
-        for nome, options in _normalise_execute(execute).items()
-    ]
+    try:
+        collectors = [
+            _task_signature(app, queue_name("escavador", fonte), headers, message)
+            for fonte in fontes
+        ]
+        executors = [
+            _task_signature(app, queue_name("executador", nome), headers, options=options)
+            for nome, options in _normalise_execute(execute).items()
+        ]
+    except ValueError as exc:  # a step name no queue can have
+        raise PipelineError(str(exc)) from None
     steps = tuple(str(s.task) for s in [*collectors, *executors])
     body: Signature | None
     if not executors:

@@ -133,6 +133,31 @@ def _step_entrypoint(task: StepTask, entrada: Any, options: dict[str, Any] | Non
     return task.run_step(entrada, options or {})
 
 
+def step(
+    kind: StepKind,
+    name: str,
+    *,
+    accepts: set[EventType] | frozenset[EventType],
+    produces: EventType,
+    retry: RetryPolicy | None = None,
+    soft_time_limit: float | None = None,
+    time_limit: float | None = None,
+    idempotency_key: KeyFunction | None = None,
+) -> Callable[[StepFunction], StepTask]:
+    """Declare a step with explicit event types, for stages between the usual two
+    (e.g. a planner turning ``resultado_coleta`` into ``iniciar_execucao``)."""
+    return _declare(
+        kind,
+        name,
+        frozenset(accepts),
+        produces,
+        retry=retry,
+        soft_time_limit=soft_time_limit,
+        time_limit=time_limit,
+        idempotency_key=idempotency_key,
+    )
+
+
 def escavador(
     fonte: str,
     *,

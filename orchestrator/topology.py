@@ -24,7 +24,7 @@ from kombu.entity import Exchange, Queue
 WORK_EXCHANGE = "orchestrator"
 DLQ_SUFFIX = ".dlq"
 DLX_SUFFIX = ".dlx"
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*\Z")  # \Z: "$" also matches before "\n"
 
 StepKind = Literal["escavador", "executador"]
 

@@ -13,8 +13,9 @@ from rich.console import Console
 
 from orchestrator.settings import get_settings, redact_url
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: never break a line for the terminal width (errors stay one line, names whole).
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 EXIT_CONFIG = 2
 EXIT_BROKER = 3

@@ -146,6 +146,8 @@ def describe(headers: Mapping[str, Any] | None) -> dict[str, Any]:
         when = death.get("time")
         if isinstance(when, datetime):
             details["last_failure_at"] = when.astimezone(UTC).isoformat()
+        elif isinstance(when, str):
+            details["last_failure_at"] = when
         if reason == "delivery_limit":
             details["exception_message"] = (
                 "redelivered past the delivery limit: the message kept killing its worker "

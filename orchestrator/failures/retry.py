@@ -32,7 +32,9 @@ class RetryPolicy:
         Full jitter (a uniform pick in ``[0, cap]``) spreads a burst of failures instead of
         retrying them in lock step; the floor of one second keeps countdowns meaningful.
         """
-        cap = min(self.backoff_max, self.backoff * (2 ** max(retries_done, 0)))
+        # The exponent is bounded: 2 ** 1024 no longer fits a float (OverflowError), and the
+        # cap is reached long before anyway.
+        cap = min(self.backoff_max, self.backoff * 2.0 ** min(max(retries_done, 0), 1000))
         if self.jitter:
             return max(1.0, float(random.uniform(0, cap)))
         return max(1.0, float(cap))

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from kombu import Connection
 
+import orchestrator.transports  # noqa: F401  (registers redis-streams://)
+
 
 @dataclass(frozen=True)
 class BrokerUnderTest:
@@ -16,6 +18,7 @@ class BrokerUnderTest:
 
 ALL_BROKERS = {
     "amqp": BrokerUnderTest("amqp", "amqp://guest:guest@127.0.0.1:5672//"),
+    "redis-streams": BrokerUnderTest("redis-streams", "redis-streams://127.0.0.1:6379/8"),
 }
 
 

@@ -1,0 +1,90 @@
+"""Exactly-once accounting: every processed message leaves one mark in Redis.
+
+A step (either side) that finds :data:`FLAG` in its payload runs one Lua script:
+``SADD bench:<run>:seen <id>``, and if the id was already there ``INCR bench:<run>:dups``.
+One round trip per message, the same on both sides, so it costs both sides alike.
+The bench process then reads ``SCARD`` (processed) and the counter (duplicates):
+``lost = N - SCARD``. Only the throughput and backlog scenarios set the flag.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+
+from bench.config import DEFAULT_REDIS_URL, ENV_REDIS
+
+FLAG = "bench_account"
+
+_RECORD = """
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then
+    return redis.call('INCR', KEYS[2])
+end
+return 0
+"""
+
+_script: tuple[int, Any] | None = None
+"""(pid, registered script): re-created after a fork, one connection per pool process."""
+
+
+def seen_key(run_id: str) -> str:
+    return f"bench:{run_id}:seen"
+
+
+def dups_key(run_id: str) -> str:
+    return f"bench:{run_id}:dups"
+
+
+def flagged_payload(run_id: str, number: int) -> dict[str, Any]:
+    """The payload of message ``number`` of an accounted run."""
+    return {FLAG: {"run": run_id, "id": str(number)}}
+
+
+def _record_script() -> Any:
+    global _script
+    pid = os.getpid()
+    if _script is None or _script[0] != pid:
+        client = redis.Redis.from_url(os.environ.get(ENV_REDIS, DEFAULT_REDIS_URL),
+                                      socket_timeout=10, socket_connect_timeout=5)
+        _script = (pid, client.register_script(_RECORD))
+    return _script[1]
+
+
+def record(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Count this processing if the payload is flagged; return it without the flag.
+
+    The flag is stripped so that a later step of the same canvas never counts the same
+    message again (which would read as a duplicate).
+    """
+    mark = payload.get(FLAG)
+    if not isinstance(mark, Mapping):
+        return dict(payload)
+    run_id, message_id = str(mark["run"]), str(mark["id"])
+    _record_script()(keys=[seen_key(run_id), dups_key(run_id)], args=[message_id])
+    return {key: value for key, value in payload.items() if key != FLAG}
+
+
+class Ledger:
+    """The bench process's view of one accounted run."""
+
+    def __init__(self, url: str, run_id: str) -> None:
+        self.run_id = run_id
+        self._client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+
+    def processed(self) -> int:
+        """Distinct messages processed so far."""
+        return int(self._client.scard(seen_key(self.run_id)))
+
+    def duplicates(self) -> int:
+        """Messages processed more than once (each extra processing counts one)."""
+        value = self._client.get(dups_key(self.run_id))
+        return int(value) if value is not None else 0
+
+    def clear(self) -> None:
+        self._client.delete(seen_key(self.run_id), dups_key(self.run_id))
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,101 @@
+"""``python -m bench``: options, environment, run, report, JSON and chart.
+
+The environment is set *before* anything imports the orchestrator: its app reads
+``ORCHESTRATOR_*`` once, at import, and the bench steps must be the only steps it loads.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from bench.brokers import BROKERS
+from bench.config import DEFAULT_REDIS_URL, orchestrator_env, plain_env
+
+SCENARIO_NAMES = ("throughput", "latency", "fanout", "backlog")
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+def _split(value: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise click.BadParameter(f"unknown {what} {', '.join(unknown) or '(none)'}; "
+                                 f"choose from {', '.join(known)}")
+    return names
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--broker", "brokers", default="amqp", show_default=True,
+              help=f"Comma list of: {', '.join(BROKERS)}.")
+@click.option("--tasks", default=5000, show_default=True, type=click.IntRange(1),
+              help="Messages in the throughput scenario.")
+@click.option("--chain-samples", default=200, show_default=True, type=click.IntRange(1),
+              help="Chains timed in the latency scenario.")
+@click.option("--chord-samples", default=50, show_default=True, type=click.IntRange(1),
+              help="Chords timed in the fan-out scenario.")
+@click.option("--backlog", default=100_000, show_default=True, type=click.IntRange(1),
+              help="Messages queued in the backlog scenario.")
+@click.option("--scenarios", default=",".join(SCENARIO_NAMES), show_default=True,
+              help="Comma list of scenarios (memory comes with throughput).")
+@click.option("--rounds", default=1, show_default=True, type=click.IntRange(1),
+              help="Plain/orchestrator alternations per scenario; medians are reported.")
+@click.option("--warmup", default=5, show_default=True, type=click.IntRange(0),
+              help="Untimed chains/chords before the latency and fan-out samples.")
+@click.option("--sample-timeout", default=30.0, show_default=True, type=float,
+              help="Seconds one chain or chord may take before it counts as failed.")
+@click.option("--redis-url", default=DEFAULT_REDIS_URL, show_default=True,
+              help="Results, idempotency and ledger database of both sides (tidied).")
+@click.option("--plain-observability", is_flag=True,
+              help="Give plain Celery the orchestrator's task events, STARTED state and "
+                   "extended results too, to separate their cost from the rest of the layer.")
+@click.option("--plot", is_flag=True, help="Also draw the ratios as a PNG (matplotlib).")
+@click.option("--out", "out_dir", default=str(DEFAULT_OUT), show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Where the JSON (and PNG) go.")
+def main(brokers: str, tasks: int, chain_samples: int, chord_samples: int, backlog: int,
+         scenarios: str, rounds: int, warmup: int, sample_timeout: float, redis_url: str,
+         plain_observability: bool, plot: bool, out_dir: Path) -> None:
+    """Measure the orchestrator against plain Celery, as ratios from one run."""
+    broker_names = _split(brokers, tuple(BROKERS), "broker")
+    scenario_names = _split(scenarios, SCENARIO_NAMES, "scenario")
+    # Piped output (a CI log, `| tee`) would get 80 columns and a wrapped table.
+    console = Console(log_path=False, width=None if sys.stdout.isatty() else 120)
+
+    os.environ.update(orchestrator_env(BROKERS[broker_names[0]], redis_url))
+    os.environ.update(plain_env(BROKERS[broker_names[0]], redis_url, plain_observability))
+
+    from bench import redisdb, report, results
+    from bench.runner import Plan, run
+
+    problem = redisdb.check(redis_url)
+    if problem is not None:
+        raise click.ClickException(f"Redis {redis_url} is not reachable: {problem}")
+
+    started = datetime.now(UTC)
+    name = f"{results.stamp(started)}-{'_'.join(broker_names)}"
+    log_dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    plan = Plan(broker_names, scenario_names, tasks, chain_samples, chord_samples, backlog,
+                rounds, warmup, sample_timeout, redis_url, plain_observability, log_dir)
+    load_start = results.load_average()
+    console.log(f"machine load {load_start}; worker logs in {log_dir}")
+
+    records = run(plan, console)
+
+    finished = datetime.now(UTC)
+    data = results.document(plan, records, started, finished, load_start,
+                            results.load_average())
+    report.render(console, records)
+    json_path = results.write(out_dir / f"{name}.json", data)
+    console.print(f"results: {json_path}")
+    if plot:
+        from bench.plot import draw
+
+        png = draw(data, out_dir / f"{name}.png")
+        console.print(f"chart: {png}" if png else "chart: no ratio to draw")

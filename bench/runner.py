@@ -1,0 +1,136 @@
+"""The run: per broker, per scenario, per round, plain then orchestrator, alternated.
+
+Alternating inside each round (and tidying Redis before each measurement) means both sides
+see the same machine weather: a neighbour's test suite that slows one side for a minute
+slows the next measurement of the other side too, and the per-round ratio survives.
+
+Imports the orchestrator (through :mod:`bench.side_orchestrator`): import this module only
+after :mod:`bench.cli` has set the environment.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from bench import redisdb
+from bench.brokers import BROKERS, unavailable_reason
+from bench.scenarios import Context, Metrics, measure_chain, measure_drain, measure_fanout
+from bench.side import Side
+from bench.side_orchestrator import OrchestratorSide
+from bench.side_plain import PlainSide
+from orchestrator.settings import redact_url
+
+SCENARIOS = ("throughput", "latency", "fanout", "backlog")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to run, from the command line."""
+
+    brokers: tuple[str, ...]
+    scenarios: tuple[str, ...]
+    tasks: int
+    chain_samples: int
+    chord_samples: int
+    backlog: int
+    rounds: int
+    warmup: int
+    sample_timeout: float
+    redis_url: str
+    plain_observability: bool
+    log_dir: Path
+
+
+@dataclass
+class ScenarioRecord:
+    """Per round, each side's metrics (None when that measurement failed)."""
+
+    rounds: list[dict[str, Metrics | None]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BrokerRecord:
+    name: str
+    url: str
+    status: str | None
+    """None when measured; otherwise why not (not available yet, unreachable)."""
+    scenarios: dict[str, ScenarioRecord] = field(default_factory=dict)
+
+
+Measure = Callable[[Side, Context], Metrics]
+
+
+def _measures(plan: Plan) -> dict[str, Measure]:
+    return {
+        "throughput": lambda side, ctx: measure_drain(side, plan.tasks, ctx),
+        "latency": lambda side, ctx: measure_chain(side, plan.chain_samples, ctx),
+        "fanout": lambda side, ctx: measure_fanout(side, plan.chord_samples, ctx),
+        "backlog": lambda side, ctx: measure_drain(side, plan.backlog, ctx),
+    }
+
+
+def _brief(metrics: Metrics) -> str:
+    shown = []
+    for key in ("publish_per_s", "drain_per_s", "p50_ms", "p99_ms", "lost", "duplicates"):
+        value = metrics.get(key)
+        if value is not None and not math.isnan(value):
+            shown.append(f"{key}={value:.1f}")
+    return " ".join(shown)
+
+
+def _run_scenario(scenario: str, measure: Measure, sides: tuple[Side, ...], plan: Plan,
+                  ctx: Context, console: Console, broker: str) -> ScenarioRecord:
+    record = ScenarioRecord()
+    for round_number in range(1, plan.rounds + 1):
+        outcome: dict[str, Metrics | None] = {}
+        for side in sides:
+            redisdb.tidy(plan.redis_url)
+            label = escape(f"[{broker}] {scenario} {round_number}/{plan.rounds} {side.name}")
+            console.log(f"{label} ...")
+            try:
+                outcome[side.name] = measure(side, ctx)
+            except Exception as exc:
+                message = f"{side.name} round {round_number}: {type(exc).__name__}: {exc}"
+                record.errors.append(message)
+                outcome[side.name] = None
+                console.log(f"[red]{label} failed:[/red] {escape(str(exc))}")
+            else:
+                console.log(f"{label}: {_brief(outcome[side.name] or {})}")
+        record.rounds.append(outcome)
+    return record
+
+
+def run(plan: Plan, console: Console) -> list[BrokerRecord]:
+    """Measure every broker of ``plan``; brokers that cannot be measured get a status."""
+    ctx = Context(plan.redis_url, plan.log_dir, plan.sample_timeout, plan.warmup)
+    plain = PlainSide(plan.redis_url, plan.plain_observability)
+    orchestrator = OrchestratorSide(plan.redis_url)
+    sides: tuple[Side, ...] = (plain, orchestrator)
+    measures = _measures(plan)
+    records: list[BrokerRecord] = []
+    try:
+        for name in plan.brokers:
+            url = BROKERS[name]
+            reason = unavailable_reason(url)
+            record = BrokerRecord(name, redact_url(url), reason)
+            records.append(record)
+            if reason is not None:
+                console.log(f"[yellow]{escape(f'[{name}] {reason}')}[/yellow]")
+                continue
+            for side in sides:
+                side.use_broker(url)
+            for scenario in plan.scenarios:
+                record.scenarios[scenario] = _run_scenario(
+                    scenario, measures[scenario], sides, plan, ctx, console, name)
+    finally:
+        for side in sides:
+            side.close()
+        redisdb.tidy(plan.redis_url)
+    return records

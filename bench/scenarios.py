@@ -1,0 +1,139 @@
+"""The measurements, each written once and run for either side.
+
+Every function starts from empty queues and its own worker and stops that worker before it
+returns, so consecutive measurements (plain, orchestrator, plain, ...) do not share state.
+Each returns a flat ``{metric: number}`` dict; NaN marks a value that could not be measured.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import accounting
+from bench.side import Side
+from bench.stats import percentile
+from bench.waiting import BenchTimeout, wait_for_count
+from bench.workers import running
+
+Metrics = dict[str, float]
+
+MIN_RATE = 20.0
+"""Slowest drain (messages/s) the overall timeout allows before calling a run failed."""
+STALL_TIMEOUT = 60.0
+"""A drain that makes no progress for this long has lost its remaining messages."""
+MAX_CONSECUTIVE_FAILURES = 3
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every measurement needs besides the side."""
+
+    redis_url: str
+    log_dir: Path
+    sample_timeout: float
+    warmup: int
+
+
+def _publish_all(side: Side, run_id: str, count: int) -> float:
+    """Publish ``count`` flagged messages; returns the seconds it took."""
+    deadline = time.monotonic() + 120.0 + count / MIN_RATE
+    start = time.perf_counter()
+    for number in range(count):
+        side.publish(accounting.flagged_payload(run_id, number))
+        if number % 256 == 0 and time.monotonic() > deadline:
+            raise BenchTimeout(f"publishing {count} messages took too long "
+                               f"({number} sent)")
+    return time.perf_counter() - start
+
+
+def measure_drain(side: Side, count: int, ctx: Context) -> Metrics:
+    """Publish ``count`` messages into an idle queue, then drain them with one worker.
+
+    The drain clock starts when the worker logs "ready" and stops when the ledger holds
+    ``count`` distinct ids; the worker's peak RSS is read before it stops. Duplicates are
+    read after it stopped, so a redelivery during shutdown is still caught.
+    """
+    run_id = uuid.uuid4().hex[:12]
+    ledger = accounting.Ledger(ctx.redis_url, run_id)
+    try:
+        side.reset_queues()
+        publish_s = _publish_all(side, run_id, count)
+        with running(side.worker_spec(), ctx.log_dir) as worker:
+            ready_at = worker.wait_ready()
+            outcome = wait_for_count(ledger.processed, count, stall_timeout=STALL_TIMEOUT,
+                                     overall_timeout=120.0 + count / MIN_RATE)
+            drain_s = outcome.finished_at - ready_at if outcome.complete else math.nan
+            rss = worker.peak_rss_bytes()
+            worker.check_alive()
+        processed = ledger.processed()
+        metrics: Metrics = {
+            "publish_s": publish_s,
+            "publish_per_s": count / publish_s if publish_s > 0 else math.nan,
+            "drain_s": drain_s,
+            "drain_per_s": count / drain_s if drain_s > 0 else math.nan,
+            "peak_rss_mb": rss / 2**20,
+            "lost": float(count - processed),
+            "duplicates": float(ledger.duplicates()),
+        }
+        dead = side.dead_lettered()
+        if dead is not None:
+            metrics["dead_lettered"] = float(dead)
+        return metrics
+    finally:
+        ledger.clear()
+        ledger.close()
+
+
+def _sample_latency(run: Callable[[float], None], samples: int, ctx: Context) -> Metrics:
+    for _ in range(ctx.warmup):
+        run(ctx.sample_timeout)
+    times_ms: list[float] = []
+    failed = consecutive = 0
+    last_error: Exception | None = None
+    for _ in range(samples):
+        start = time.perf_counter()
+        try:
+            run(ctx.sample_timeout)
+        except Exception as exc:
+            failed += 1
+            consecutive += 1
+            last_error = exc
+            if consecutive >= MAX_CONSECUTIVE_FAILURES:
+                raise RuntimeError(f"{consecutive} samples failed in a row: {exc}") from exc
+            continue
+        consecutive = 0
+        times_ms.append((time.perf_counter() - start) * 1000.0)
+    if last_error is not None and not times_ms:
+        raise RuntimeError(f"every sample failed: {last_error}")
+    return {
+        "p50_ms": percentile(times_ms, 50),
+        "p99_ms": percentile(times_ms, 99),
+        "mean_ms": sum(times_ms) / len(times_ms) if times_ms else math.nan,
+        "samples": float(len(times_ms)),
+        "failed": float(failed),
+    }
+
+
+def measure_chain(side: Side, samples: int, ctx: Context) -> Metrics:
+    """4-step chains sent one at a time to an idle worker: send to last step's result."""
+    side.reset_queues()
+    with running(side.worker_spec(), ctx.log_dir) as worker:
+        worker.wait_ready()
+        metrics = _sample_latency(side.run_chain, samples, ctx)
+        worker.check_alive()
+    return metrics
+
+
+def measure_fanout(side: Side, samples: int, ctx: Context) -> Metrics:
+    """Chords of ten into one, sent one at a time: send to the body's result."""
+    side.reset_queues()
+    with running(side.worker_spec(), ctx.log_dir) as worker:
+        worker.wait_ready()
+        metrics = _sample_latency(side.run_fanout, samples, ctx)
+        worker.check_alive()
+    return metrics

@@ -1,0 +1,62 @@
+"""What a scenario needs from one side of the comparison (plain Celery or the orchestrator).
+
+Both sides expose the same operations, so every scenario is written once and runs the two
+sides with identical code around them: what the timers see differs only by the side's call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from bench.workers import WorkerSpec
+
+FANOUT_WIDTH = 10
+"""Escavadores (or plain tasks) in the fan-out's chord header."""
+
+
+class CanvasFailed(RuntimeError):
+    """A chain or chord finished with an unexpected result."""
+
+
+class Side(Protocol):
+    """One side of the comparison, pointed at one broker at a time."""
+
+    name: str
+
+    def use_broker(self, url: str) -> None:
+        """Point the publisher (and later workers) at ``url``; closes older connections."""
+
+    def worker_spec(self) -> WorkerSpec:
+        """How to start this side's worker for the current broker."""
+
+    def reset_queues(self) -> None:
+        """Declare this side's queues and empty them (and its dead-letter queues)."""
+
+    def publish(self, payload: dict[str, Any]) -> None:
+        """Send one single-step message carrying ``payload`` (throughput, backlog)."""
+
+    def run_chain(self, timeout: float) -> None:
+        """Send the 4-step chain and wait for its last step; raise if it went wrong."""
+
+    def run_fanout(self, timeout: float) -> None:
+        """Send the chord of :data:`FANOUT_WIDTH` into one; wait; raise if it went wrong."""
+
+    def dead_lettered(self) -> int | None:
+        """Messages now in this side's dead-letter queues (None: the side has none)."""
+
+    def close(self) -> None:
+        """Release broker connections."""
+
+
+def point_app_at(app: Any, url: str) -> None:
+    """Re-point a Celery app at another broker, dropping pooled connections to the old one.
+
+    The same move as the behaviour tests' ``use_broker``: Celery caches the connection pool
+    and the producer pool, so changing ``broker_url`` alone would keep publishing to the old.
+    """
+    if app.conf.broker_url == url:
+        return
+    app.close()
+    app.conf.broker_url = url
+    app._pool = None
+    app.amqp._producer_pool = None

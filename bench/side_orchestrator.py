@@ -1,0 +1,93 @@
+"""The orchestrator side: real envelopes through the real path, to the bench steps.
+
+Importing this module imports the orchestrator, whose app is configured from the
+environment at import: :mod:`bench.cli` sets ``ORCHESTRATOR_*`` before it gets here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.canvas import Signature
+
+from bench.config import base_env, orchestrator_env
+from bench.side import FANOUT_WIDTH, CanvasFailed, point_app_at
+from bench.workers import WorkerSpec
+from orchestrator.celery_app import app
+from orchestrator.correlation import HEADER
+from orchestrator.envelope import EventType
+from orchestrator.failures import dlq
+from orchestrator.pipeline import PipelineHandle, build_pipeline, run_pipeline
+from orchestrator.topology import queue_name, topology
+
+FONTE = "bench"
+PLANNER = "bench_planejar"
+EXECUTOR = "bench"
+RECORDER = "bench_registrar"
+
+
+class OrchestratorSide:
+    """``run_pipeline`` and hand-built 4-step chains on the orchestrator's app."""
+
+    name = "orchestrator"
+
+    def __init__(self, redis_url: str) -> None:
+        self._redis_url = redis_url
+        self._app = app
+        self._broker_url = str(app.conf.broker_url)
+
+    def use_broker(self, url: str) -> None:
+        point_app_at(self._app, url)
+        self._broker_url = url
+
+    def worker_spec(self) -> WorkerSpec:
+        env = base_env()
+        env.update(orchestrator_env(self._broker_url, self._redis_url))
+        return WorkerSpec(app="orchestrator", queues=tuple(topology.names()), env=env,
+                          label="orchestrator")
+
+    def reset_queues(self) -> None:
+        """Declare the bench steps' topology (work queues, DLX, DLQs), then empty it all."""
+        with self._app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=3)
+            topology.declare(connection)
+            with connection.channel() as channel:
+                for spec in topology:
+                    spec.work_queue().bind(channel).purge()
+        dlq.purge(app=self._app)
+
+    def publish(self, payload: dict[str, Any]) -> None:
+        run_pipeline(FONTE, payload, app=self._app)
+
+    def _follow_up(self, name: str, headers: dict[str, str]) -> Signature:
+        task = self._app.tasks[queue_name("executador", name)]
+        signature: Signature = task.signature((), {}, headers=dict(headers))
+        return signature
+
+    def run_chain(self, timeout: float) -> None:
+        """iniciar_coleta -> resultado_coleta -> iniciar_execucao -> resultado_execucao.
+
+        ``build_pipeline`` makes (and validates) the first two links; the last two are
+        appended with the same correlation header, as the pipeline module does.
+        """
+        envelope, canvas, steps = build_pipeline(self._app, FONTE, {}, execute=[PLANNER])
+        headers = {HEADER: str(envelope.correlation_id)}
+        tail = [self._follow_up(EXECUTOR, headers), self._follow_up(RECORDER, headers)]
+        full = canvas | tail[0] | tail[1]
+        handle = PipelineHandle(str(envelope.correlation_id), full.apply_async(),
+                                (*steps, *(str(s.task) for s in tail)))
+        final = handle.wait(timeout=timeout)
+        if len(final) != 1 or final[0].tipo_evento is not EventType.RESULTADO_EXECUCAO:
+            raise CanvasFailed(f"orchestrator chain ended with {final!r}")
+
+    def run_fanout(self, timeout: float) -> None:
+        handle = run_pipeline([FONTE] * FANOUT_WIDTH, {}, execute=[EXECUTOR], app=self._app)
+        final = handle.wait(timeout=timeout)
+        if len(final) != 1 or final[0].payload != {"inputs": FANOUT_WIDTH}:
+            raise CanvasFailed(f"orchestrator chord ended with {final!r}")
+
+    def dead_lettered(self) -> int:
+        return sum(dlq.counts(app=self._app).values())
+
+    def close(self) -> None:
+        self._app.close()

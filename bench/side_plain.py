@@ -1,0 +1,65 @@
+"""The baseline side: plain Celery tasks from :mod:`bench.plain_app`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import chain, chord
+
+from bench import plain_app
+from bench.config import base_env, plain_env
+from bench.side import FANOUT_WIDTH, CanvasFailed, point_app_at
+from bench.workers import WorkerSpec
+
+CHAIN_LENGTH = 4
+
+
+class PlainSide:
+    """Plain ``apply_async``, ``chain`` and ``chord`` of one no-op task on a classic queue."""
+
+    name = "plain"
+
+    def __init__(self, redis_url: str, observability: bool) -> None:
+        self._redis_url = redis_url
+        self._observability = observability
+        self._app = plain_app.app
+        self._broker_url = str(self._app.conf.broker_url)
+
+    def use_broker(self, url: str) -> None:
+        point_app_at(self._app, url)
+        self._broker_url = url
+
+    def worker_spec(self) -> WorkerSpec:
+        env = base_env()
+        env.update(plain_env(self._broker_url, self._redis_url, self._observability))
+        return WorkerSpec(app="bench.plain_app", queues=(plain_app.QUEUE,), env=env,
+                          label="plain")
+
+    def reset_queues(self) -> None:
+        with self._app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=3)
+            with connection.channel() as channel:
+                queue = plain_app.work_queue().bind(channel)
+                queue.declare()
+                queue.purge()
+
+    def publish(self, payload: dict[str, Any]) -> None:
+        plain_app.noop.apply_async((payload,))
+
+    def run_chain(self, timeout: float) -> None:
+        links = [plain_app.noop.s({})] + [plain_app.noop.s() for _ in range(CHAIN_LENGTH - 1)]
+        value = chain(*links).apply_async().get(timeout=timeout)
+        if not isinstance(value, dict):
+            raise CanvasFailed(f"plain chain returned {value!r}")
+
+    def run_fanout(self, timeout: float) -> None:
+        header = [plain_app.noop.s({}) for _ in range(FANOUT_WIDTH)]
+        value = chord(header)(plain_app.noop.s()).get(timeout=timeout)
+        if value != {"inputs": FANOUT_WIDTH}:
+            raise CanvasFailed(f"plain chord body saw {value!r}")
+
+    def dead_lettered(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        self._app.close()

@@ -1,0 +1,135 @@
+"""Worker subprocesses: ``celery -A <app> worker`` with the same options for both sides.
+
+Started like the behaviour tests start theirs (``tests/support/workers.py``): a new process
+group, a log file, readiness read from the log. Always stopped, also on errors and Ctrl-C:
+SIGTERM (warm shutdown), then SIGKILL to the whole group, so no pool child outlives a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.config import REPO
+from bench.memory import tree_peak_rss_bytes
+from bench.waiting import BenchTimeout
+
+CONCURRENCY = 2
+READY_MARK = b" ready."
+READY_TIMEOUT = 120.0
+STOP_TIMEOUT = 30.0
+
+
+class WorkerFailed(RuntimeError):
+    """The worker exited before it was asked to."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What differs between the two sides' workers: the app, its queues and environment."""
+
+    app: str
+    queues: tuple[str, ...]
+    env: dict[str, str]
+    label: str
+
+
+class BenchWorker:
+    """One prefork worker with its own log file and node name."""
+
+    def __init__(self, spec: WorkerSpec, log_dir: Path) -> None:
+        self.spec = spec
+        name = f"bench-{spec.label}-{uuid.uuid4().hex[:6]}"
+        self.nodename = f"{name}@localhost"
+        self.log_path = log_dir / f"{name}.log"
+        self.output_path = log_dir / f"{name}.out"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+        self._log_tail = b""
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "celery", "-A", self.spec.app, "worker",
+                   "--loglevel=INFO", "--pool=prefork", f"--concurrency={CONCURRENCY}",
+                   "-n", self.nodename, "-Q", ",".join(self.spec.queues),
+                   "--without-mingle", "--without-gossip", f"--logfile={self.log_path}"]
+        with self.output_path.open("wb") as output:  # import errors land here, not in the log
+            self.process = subprocess.Popen(command, cwd=REPO, env=self.spec.env,
+                                            stdout=output, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+
+    def _seen_ready(self) -> bool:
+        """Read only what the log gained since the last look (polled every few ms)."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_offset)
+                fresh = log.read()
+        except FileNotFoundError:
+            return False
+        self._log_offset += len(fresh)
+        window = self._log_tail + fresh
+        self._log_tail = window[-len(READY_MARK):]
+        return READY_MARK in window
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> float:
+        """Block until the log says ready; returns ``time.monotonic()`` of that moment."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._seen_ready():
+                return time.monotonic()
+            self.check_alive()
+            if time.monotonic() >= deadline:
+                raise BenchTimeout(f"worker {self.nodename} not ready after {timeout:.0f}s; "
+                                   f"log: {self.log_path}")
+            time.sleep(0.005)
+
+    def check_alive(self) -> None:
+        """Raise :class:`WorkerFailed` (with the end of its output) if the worker exited."""
+        if self.process is not None and self.process.poll() is not None:
+            raise WorkerFailed(f"worker {self.nodename} exited with {self.process.returncode}: "
+                               f"{self.tail()}")
+
+    def tail(self, lines: int = 8) -> str:
+        texts = []
+        for path in (self.output_path, self.log_path):
+            with contextlib.suppress(OSError):
+                texts.extend(path.read_text(errors="replace").splitlines()[-lines:])
+        return " | ".join(texts[-lines:])
+
+    def peak_rss_bytes(self) -> int:
+        """Peak RSS of the main process and its pool children (call before :meth:`stop`)."""
+        if self.process is None or self.process.poll() is not None:
+            return 0
+        return tree_peak_rss_bytes(self.process.pid)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Warm shutdown, then SIGKILL the process group whatever happened."""
+        process = self.process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=timeout)
+
+
+@contextlib.contextmanager
+def running(spec: WorkerSpec, log_dir: Path) -> Iterator[BenchWorker]:
+    """A started worker, stopped on the way out whatever happens inside."""
+    worker = BenchWorker(spec, log_dir)
+    try:
+        worker.start()
+        yield worker
+    finally:
+        worker.stop()

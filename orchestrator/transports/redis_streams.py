@@ -1,0 +1,480 @@
+"""A Kombu transport on Redis Streams: acks, dead-lettering and crash recovery done right.
+
+URL: ``redis-streams://[[user]:password@]host:port/db`` (``rediss-streams://`` for TLS).
+
+Why not Kombu's stock Redis transport: it keeps a message "unacked" in a hash and puts it
+back when a *visibility timeout* expires, so a task that runs longer than the timeout (or
+waits for its ETA) is delivered twice while it still runs; and ``reject(requeue=False)``
+deletes. Here each queue is a stream with one consumer group shared by all workers:
+
+- publish is ``XADD``; consume is ``XREADGROUP`` blocking in the server over every consumed
+  stream at once (no polling sleeps); ack is ``XACK`` + ``XDEL``, so a stream only holds what
+  is unread or unacknowledged;
+- a delivered, unacked message stays in the group's pending list under its consumer. A
+  consumer is *alive* while a heartbeat thread refreshes its key (a thread, so a long task or a
+  blocked event loop cannot stop it). Only a dead consumer's messages are reclaimed, and
+  re-added with their return count + 1: there is no visibility timeout to outlive;
+- ``reject(requeue=True)`` re-adds (count + 1); past the queue's ``x-delivery-limit``, or on
+  ``reject(requeue=False)``, the message moves to the queue bound to the queue's
+  ``x-dead-letter-exchange`` / ``x-dead-letter-routing-key`` (``<queue>.dlq`` in this project)
+  with a RabbitMQ-style ``x-death`` header, the same contract as RabbitMQ. Each move is one Lua
+  script guarded by ``XACK``'s result, so two reclaimers never move one message twice.
+
+Fanout (Celery events, remote control) and bindings are Kombu's Redis machinery (pub/sub and
+binding sets stored in Redis), so Flower and ``celery inspect`` work across processes.
+Not supported: priorities (one stream per queue, FIFO), ``global_keyprefix``, Redis Cluster
+(the scripts touch a queue and its DLQ in one call). A requeued message goes to the tail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import threading
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.utils.json import dumps, loads
+from kombu.utils.objects import cached_property
+
+GROUP = "orchestrator"
+ALIVE_PREFIX = "_orchestrator.streams.alive."
+
+_REQUEUE = """
+local entry = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 or #entry == 0 then
+    redis.call('XDEL', KEYS[1], ARGV[2])
+    return 0
+end
+local fields = entry[1][2]
+local out = {}
+for i = 1, #fields, 2 do
+    if fields[i] ~= 'returns' then
+        out[#out + 1] = fields[i]
+        out[#out + 1] = fields[i + 1]
+    end
+end
+out[#out + 1] = 'returns'
+out[#out + 1] = ARGV[3]
+redis.call('XADD', KEYS[1], '*', unpack(out))
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
+"""
+
+_DEAD_LETTER = """
+local entry = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 or #entry == 0 then
+    redis.call('XDEL', KEYS[1], ARGV[2])
+    return 0
+end
+local fields = entry[1][2]
+local out = {}
+for i = 1, #fields, 2 do
+    if fields[i] ~= 'returns' and fields[i] ~= 'dead_letter' then
+        out[#out + 1] = fields[i]
+        out[#out + 1] = fields[i + 1]
+    end
+end
+out[#out + 1] = 'returns'
+out[#out + 1] = '0'
+out[#out + 1] = 'dead_letter'
+out[#out + 1] = ARGV[3]
+for i = 2, #KEYS do
+    redis.call('XADD', KEYS[i], '*', unpack(out))
+end
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fields(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return {_text(k): v for k, v in raw.items()}
+    return {_text(k): v for k, v in zip(raw[::2], raw[1::2], strict=False)}
+
+
+def _entries(response: Any) -> list[tuple[str, str, dict[str, Any]]]:
+    """Flatten an XREADGROUP reply (RESP2 list or RESP3 dict) to (stream, id, fields)."""
+    if not response:
+        return []
+    streams = response.items() if isinstance(response, dict) else response
+    found = []
+    for stream, items in streams:
+        if items and isinstance(items[0], list):  # RESP3 wraps the entry list once more
+            items = items[0]
+        for entry_id, raw in items or []:
+            if raw is not None:  # None: deleted while pending
+                found.append((_text(stream), _text(entry_id), _fields(raw)))
+    return found
+
+
+class QueueConfig:
+    """Dead-lettering arguments a queue was declared with (RabbitMQ's names)."""
+
+    def __init__(self, arguments: dict[str, Any] | None) -> None:
+        arguments = arguments or {}
+        self.dead_letter_exchange: str | None = arguments.get("x-dead-letter-exchange")
+        self.dead_letter_routing_key: str | None = arguments.get("x-dead-letter-routing-key")
+        limit = arguments.get("x-delivery-limit")
+        self.delivery_limit: int | None = int(limit) if limit is not None else None
+
+
+class QoS(virtual.QoS):  # type: ignore[misc]
+    """Acks and rejects go to the stream; nothing is kept on a visibility clock."""
+
+    restore_at_shutdown = True
+
+    def ack(self, delivery_tag: str) -> None:
+        message = self._delivered.get(delivery_tag)
+        if message is not None and delivery_tag not in self._dirty:
+            self.channel.ack_entry(message)
+        super().ack(delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        message = self._delivered.get(delivery_tag)
+        if message is not None and delivery_tag not in self._dirty:
+            if requeue:
+                self.channel.return_entry(message)
+            else:
+                self.channel.dead_letter_entry(message, "rejected")
+        super().ack(delivery_tag)
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> None:
+        """Called periodically by Kombu's poller: reclaim dead consumers' messages."""
+        self.channel.maintain()
+
+
+class Channel(kombu_redis.Channel):  # type: ignore[misc]
+    """One consumer of the group per channel, with its own heartbeat."""
+
+    QoS = QoS
+    consumer_ttl = 20.0
+    reclaim_interval = 5.0
+    transient_maxlen = 10_000
+    priority_steps = [0]
+
+    from_transport_options = (
+        *kombu_redis.Channel.from_transport_options,
+        "consumer_ttl",
+        "reclaim_interval",
+        "transient_maxlen",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.consumer_name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._heartbeat_stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        self._last_reclaim = 0.0
+        self._groups_made: set[str] = set()
+        super().__init__(*args, **kwargs)
+        if self.global_keyprefix:
+            raise ValueError("redis-streams: global_keyprefix is not supported")
+
+    # -- configuration ----------------------------------------------------------------------
+
+    @property
+    def queue_configs(self) -> dict[str, QueueConfig]:
+        configs: dict[str, QueueConfig] = self.connection.__dict__.setdefault(
+            "_stream_queue_configs", {})
+        return configs
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        conninfo = self.connection.client
+        if str(conninfo.transport_cls).startswith("rediss") and not conninfo.ssl:
+            conninfo.ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+        params: dict[str, Any] = super()._connparams(asynchronous)
+        return params
+
+    @cached_property
+    def _scripts(self) -> dict[str, Any]:
+        """Lua scripts, registered once; always *called* with a pooled client, because
+        ``self.client``'s connection may be blocked in an ``XREADGROUP`` at that moment."""
+        registrar = kombu_redis.redis.Redis(connection_pool=self.pool)
+        return {"requeue": registrar.register_script(_REQUEUE),
+                "dead_letter": registrar.register_script(_DEAD_LETTER)}
+
+    def _run_script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        with self.conn_or_acquire() as client:
+            return self._scripts[name](keys=keys, args=args, client=client)
+
+    # -- queues -----------------------------------------------------------------------------
+
+    def _ensure_group(self, client: Any, queue: str) -> None:
+        try:
+            client.xgroup_create(queue, GROUP, id="0", mkstream=True)
+        except self.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._groups_made.add(queue)
+
+    def _new_queue(self, queue: str, auto_delete: bool = False, **kwargs: Any) -> None:
+        super()._new_queue(queue, auto_delete=auto_delete, **kwargs)
+        self.queue_configs[queue] = QueueConfig(kwargs.get("arguments"))
+        with self.conn_or_acquire() as client:
+            self._ensure_group(client, queue)
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        kwargs.pop("_publish_batch", None)
+        transient = queue in self.auto_delete_queues or queue in self._expires
+        with self.conn_or_acquire() as client:
+            if transient:
+                with client.pipeline() as pipe:
+                    pipe.xadd(queue, {"payload": dumps(message), "returns": 0},
+                              maxlen=self.transient_maxlen, approximate=True)
+                    if queue in self._expires:
+                        pipe.pexpire(queue, self._expires[queue])
+                    pipe.execute()
+            else:
+                client.xadd(queue, {"payload": dumps(message), "returns": 0})
+
+    def _size(self, queue: str) -> int:
+        with self.conn_or_acquire() as client:
+            return int(client.xlen(queue))
+
+    def _purge(self, queue: str) -> int:
+        with self.conn_or_acquire() as client:
+            size = int(client.xlen(queue))
+            client.xtrim(queue, maxlen=0, approximate=False)
+            return size
+
+    def _get(self, queue: str) -> dict[str, Any]:
+        """``basic_get``: one message, without blocking."""
+        self._start_heartbeat()
+        with self.conn_or_acquire() as client:
+            if queue not in self._groups_made:
+                self._ensure_group(client, queue)
+            self.reclaim(client, queue)
+            response = client.xreadgroup(GROUP, self.consumer_name, {queue: ">"}, count=1)
+        entries = _entries(response)
+        if not entries:
+            raise virtual.Empty()
+        stream, entry_id, fields = entries[0]
+        return self._to_message(stream, entry_id, fields)
+
+    # -- consuming --------------------------------------------------------------------------
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        if timeout is None:
+            timeout = self.brpop_timeout
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        self._start_heartbeat()
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = kombu_redis.monotonic()
+        block_ms = max(int((timeout or 1) * 1000), 1)
+        command = ["XREADGROUP", "GROUP", GROUP, self.consumer_name, "COUNT", 1,
+                   "BLOCK", block_ms, "STREAMS", *queues, *([">"] * len(queues))]
+        self.client.connection.send_command(*command)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        try:
+            try:
+                response = self.client.parse_response(self.client.connection, "XREADGROUP",
+                                                      **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            except self.ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    self._groups_made.clear()
+                    with self.conn_or_acquire() as client:
+                        for queue in self.active_queues:
+                            self._ensure_group(client, queue)
+                    raise virtual.Empty() from None
+                raise
+        finally:
+            self._in_poll = None
+            flush = getattr(self, "_flush_brpop_reauth", None)
+            if flush is not None:
+                flush()
+        entries = _entries(response)
+        if not entries:
+            raise virtual.Empty()
+        room = self.qos.can_consume_max_estimate()
+        room = len(entries) if room is None else max(room, 1)
+        for stream, entry_id, fields in entries[room:]:
+            # Several streams had data at once: hand back what exceeds the prefetch window,
+            # uncounted, so prefetch is honoured exactly.
+            self._run_script("requeue", [stream],
+                             [GROUP, entry_id, _text(fields.get("returns", 0))])
+        for stream, entry_id, fields in entries[:room]:
+            self._queue_cycle.rotate(stream)
+            self.connection._deliver(self._to_message(stream, entry_id, fields), stream)
+        return True
+
+    def _to_message(self, stream: str, entry_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        payload: dict[str, Any] = loads(_text(fields["payload"]))
+        returns = int(_text(fields.get("returns", 0)))
+        properties = payload.setdefault("properties", {})
+        properties["delivery_tag"] = uuid.uuid4().hex
+        info = properties.setdefault("delivery_info", {})
+        info.update(x_stream=stream, x_stream_id=entry_id, x_returns=returns,
+                    redelivered=returns > 0)
+        headers = payload.setdefault("headers", {})
+        if returns:
+            headers["x-delivery-count"] = returns
+        if "dead_letter" in fields:
+            headers.update(loads(_text(fields["dead_letter"])))
+        return payload
+
+    # -- acks, returns, dead letters --------------------------------------------------------
+
+    @staticmethod
+    def _where(message: Any) -> tuple[str, str, int]:
+        info = message.delivery_info
+        return info["x_stream"], info["x_stream_id"], int(info.get("x_returns", 0))
+
+    def ack_entry(self, message: Any) -> None:
+        stream, entry_id, _ = self._where(message)
+        with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+            pipe.xack(stream, GROUP, entry_id)
+            pipe.xdel(stream, entry_id)
+            pipe.execute()
+
+    def return_entry(self, message: Any) -> None:
+        """A delivery that did not complete: re-add with one more return, or dead-letter."""
+        stream, entry_id, returns = self._where(message)
+        self._return(stream, entry_id, returns + 1)
+
+    def _return(self, stream: str, entry_id: str, returns: int) -> None:
+        config = self.queue_configs.get(stream)
+        if config is not None and config.delivery_limit is not None \
+                and returns > config.delivery_limit:
+            self._move_to_dead_letters(stream, entry_id, "delivery_limit", returns)
+        else:
+            self._run_script("requeue", [stream], [GROUP, entry_id, returns])
+
+    def _restore(self, message: Any, leftmost: bool = False) -> None:
+        """Channel closing with unacked messages: they count as returned, as on RabbitMQ."""
+        self.return_entry(message)
+
+    def _restore_at_beginning(self, message: Any) -> None:
+        self.return_entry(message)
+
+    def dead_letter_entry(self, message: Any, reason: str) -> None:
+        stream, entry_id, returns = self._where(message)
+        self._move_to_dead_letters(stream, entry_id, reason, returns)
+
+    def _move_to_dead_letters(self, stream: str, entry_id: str, reason: str,
+                              returns: int) -> None:
+        config = self.queue_configs.get(stream)
+        targets: list[str] = []
+        if config is not None and config.dead_letter_exchange is not None:
+            routing_key = config.dead_letter_routing_key or stream
+            targets = sorted(set(self._lookup(config.dead_letter_exchange, routing_key)))
+        death = {
+            "x-death": [{
+                "reason": reason,
+                "queue": stream,
+                "count": 1,
+                "exchange": config.dead_letter_exchange if config else None,
+                "time": datetime.now(UTC).isoformat(),
+            }],
+            "x-delivery-count": returns,
+        }
+        self._run_script("dead_letter", [stream, *targets], [GROUP, entry_id, json.dumps(death)])
+
+    # -- liveness and reclaiming ------------------------------------------------------------
+
+    def _alive_key(self, consumer: str) -> str:
+        return ALIVE_PREFIX + consumer
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            return
+        client = kombu_redis.redis.Redis(connection_pool=self.pool)
+        client.set(self._alive_key(self.consumer_name), "1", ex=int(self.consumer_ttl))
+        self._heartbeat = threading.Thread(target=self._beat, args=(client,), daemon=True,
+                                           name=f"streams-heartbeat-{self.consumer_name}")
+        self._heartbeat.start()
+
+    def _beat(self, client: Any) -> None:
+        """Refresh this consumer's key until the channel closes (a thread: survives long
+        tasks in the main thread, e.g. with ``--pool=solo``)."""
+        key = self._alive_key(self.consumer_name)
+        while not self._heartbeat_stop.wait(self.consumer_ttl / 3):
+            try:
+                client.set(key, "1", ex=int(self.consumer_ttl))
+            except Exception:  # the next beat retries; reconnects are redis-py's job
+                continue
+
+    def maintain(self) -> None:
+        """Reclaim the messages of dead consumers of the queues this channel consumes."""
+        now = kombu_redis.monotonic()
+        if now - self._last_reclaim < self.reclaim_interval:
+            return
+        self._last_reclaim = now
+        with self.conn_or_acquire() as client:
+            for queue in list(self.active_queues):
+                self.reclaim(client, queue)
+
+    def reclaim(self, client: Any, queue: str) -> int:
+        """Re-add (or dead-letter, past the limit) every message held by a dead consumer."""
+        moved = 0
+        try:
+            consumers = client.xinfo_consumers(queue, GROUP)
+        except self.ResponseError:
+            return 0
+        for consumer in consumers:
+            name = _text(consumer["name"])
+            if name == self.consumer_name or client.exists(self._alive_key(name)):
+                continue
+            if not consumer["pending"]:
+                client.xgroup_delconsumer(queue, GROUP, name)
+                continue
+            pending = client.xpending_range(queue, GROUP, min="-", max="+", count=1000,
+                                            consumername=name)
+            for item in pending:
+                entry_id = _text(item["message_id"])
+                entry = client.xrange(queue, entry_id, entry_id)
+                if not entry:
+                    client.xack(queue, GROUP, entry_id)
+                    continue
+                returns = int(_text(_fields(entry[0][1]).get("returns", 0)))
+                self._return(queue, entry_id, returns + 1)
+                moved += 1
+        return moved
+
+    def close(self) -> None:
+        self._heartbeat_stop.set()
+        super().close()
+        if self._heartbeat is not None:
+            try:
+                with self.conn_or_acquire() as client:
+                    client.delete(self._alive_key(self.consumer_name))
+                    for queue in self._groups_made:
+                        info = [c for c in client.xinfo_consumers(queue, GROUP)
+                                if _text(c["name"]) == self.consumer_name]
+                        if info and not info[0]["pending"]:
+                            client.xgroup_delconsumer(queue, GROUP, self.consumer_name)
+            except Exception:  # closing after a lost connection: reclaim will clean up
+                pass
+
+
+class Transport(kombu_redis.Transport):  # type: ignore[misc]
+    """``redis-streams://`` — see the module docstring."""
+
+    Channel = Channel
+    driver_type = "redis"
+    driver_name = "redis-streams"
+    implements = kombu_redis.Transport.implements.extend(batch_publish=False)
+
+    def __init__(self, client: Any, *args: Any, **kwargs: Any) -> None:
+        # Kombu's poller calls restore_visible (our reclaim) on this interval; the channel
+        # throttles the actual scan itself (reclaim_interval).
+        client.transport_options.setdefault("unacked_restore_interval", 1)
+        super().__init__(client, *args, **kwargs)
+
+    @property
+    def supports_batch_publish(self) -> bool:
+        return False
