@@ -13,15 +13,16 @@ from typing import Any
 PARITY = 1.0
 
 
-def _ratio_rows(data: dict[str, Any]) -> tuple[list[tuple[str, str]], dict[str, dict[str, float]]]:
-    """Metric order (scenario, label) and, per broker, ratio by label."""
-    order: list[tuple[str, str]] = []
+def _ratio_rows(data: dict[str, Any]) -> tuple[list[tuple[str, str, str]],
+                                               dict[str, dict[str, float]]]:
+    """Metric order (scenario, label, better) and, per broker, ratio by label."""
+    order: list[tuple[str, str, str]] = []
     by_broker: dict[str, dict[str, float]] = {}
     for broker, info in data["brokers"].items():
         for row in info["rows"]:
             if row["ratio"] is None:
                 continue
-            key = (row["scenario"], row["metric"])
+            key = (row["scenario"], row["metric"], row.get("better", "lower"))
             if key not in order:
                 order.append(key)
             by_broker.setdefault(broker, {})[row["metric"]] = float(row["ratio"])
@@ -51,11 +52,11 @@ def draw(data: dict[str, Any], path: Path) -> Path | None:
     figure, axes = plt.subplots(figsize=(max(8.0, 1.1 * len(order) + 2), 5.0))
     for index, broker in enumerate(brokers):
         positions = [i - 0.4 + width * (index + 0.5) for i in range(len(order))]
-        heights = [by_broker[broker].get(label, float("nan")) for _, label in order]
+        heights = [by_broker[broker].get(label, float("nan")) for _, label, _ in order]
         bars = axes.bar(positions, heights, width=width, label=broker)
         axes.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
     labelled = False
-    for i, (_, label) in enumerate(order):
+    for i, (_, label, _) in enumerate(order):
         target = _target_value(all_rows, label)
         if target is not None:
             axes.hlines(target, i - 0.45, i + 0.45, colors="crimson", linestyles="--",
@@ -63,7 +64,8 @@ def draw(data: dict[str, Any], path: Path) -> Path | None:
             labelled = True
     axes.axhline(PARITY, color="grey", linewidth=0.8)
     axes.set_xticks(range(len(order)))
-    axes.set_xticklabels([f"{scenario}\n{label}" for scenario, label in order], fontsize=8)
+    axes.set_xticklabels([f"{scenario}\n{label}\n({better} is better)"
+                          for scenario, label, better in order], fontsize=8)
     axes.set_ylabel("orchestrator / plain")
     started = data.get("started_at", "")[:19]
     axes.set_title(f"Orchestrator vs plain Celery, same run ({started} UTC; "

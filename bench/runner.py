@@ -116,6 +116,20 @@ def run(plan: Plan, console: Console) -> list[BrokerRecord]:
     measures = _measures(plan)
     records: list[BrokerRecord] = []
     try:
+        _run_brokers(plan, sides, measures, ctx, console, records)
+    except KeyboardInterrupt:
+        console.log("[yellow]interrupted: reporting what was measured so far[/yellow]")
+    finally:
+        for side in sides:
+            side.close()
+        redisdb.tidy(plan.redis_url)
+    return records
+
+
+def _run_brokers(plan: Plan, sides: tuple[Side, ...], measures: dict[str, Measure],
+                 ctx: Context, console: Console, records: list[BrokerRecord]) -> None:
+    """Fill ``records`` as brokers complete, so an interrupt keeps what was measured."""
+    if True:
         for name in plan.brokers:
             url = BROKERS[name]
             reason = unavailable_reason(url)
@@ -129,8 +143,3 @@ def run(plan: Plan, console: Console) -> list[BrokerRecord]:
             for scenario in plan.scenarios:
                 record.scenarios[scenario] = _run_scenario(
                     scenario, measures[scenario], sides, plan, ctx, console, name)
-    finally:
-        for side in sides:
-            side.close()
-        redisdb.tidy(plan.redis_url)
-    return records

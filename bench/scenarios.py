@@ -65,7 +65,12 @@ def measure_drain(side: Side, count: int, ctx: Context) -> Metrics:
         publish_s = _publish_all(side, run_id, count)
         with running(side.worker_spec(), ctx.log_dir) as worker:
             ready_at = worker.wait_ready()
-            outcome = wait_for_count(ledger.processed, count, stall_timeout=STALL_TIMEOUT,
+
+            def processed_while_alive() -> int:
+                worker.check_alive()  # a dead worker fails the run now, not after a stall
+                return ledger.processed()
+
+            outcome = wait_for_count(processed_while_alive, count, stall_timeout=STALL_TIMEOUT,
                                      overall_timeout=120.0 + count / MIN_RATE)
             drain_s = outcome.finished_at - ready_at if outcome.complete else math.nan
             rss = worker.peak_rss_bytes()

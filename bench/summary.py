@@ -32,6 +32,8 @@ class Row:
     """The ratio the target names (for the chart), None for non-ratio targets."""
     ok: bool | None
     decimals: int
+    better: str
+    """"higher" or "lower": which way a ratio is an improvement."""
 
     def to_json(self) -> dict[str, Any]:
         """NaN is not JSON: missing values become null."""
@@ -73,7 +75,8 @@ def _row(metric: Metric, record: ScenarioRecord) -> Row | None:
     target = metric.target
     target_ratio = target.value if target is not None and target.kind != "zero" else None
     return Row(metric.scenario, metric.label, metric.key, plain, orchestrator, value,
-               target.text() if target else "", target_ratio, ok, metric.decimals)
+               target.text() if target else "", target_ratio, ok, metric.decimals,
+               "higher" if metric.higher_is_better else "lower")
 
 
 def rows(broker: BrokerRecord) -> list[Row]:

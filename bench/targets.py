@@ -53,6 +53,8 @@ class Metric:
     decimals: int
     has_ratio: bool
     target: Target | None = None
+    higher_is_better: bool = False
+    """Rates (publish/s, drain/s): a ratio above 1 is good. Times and memory: below 1."""
 
 
 ZERO = Target("zero")
@@ -60,8 +62,8 @@ THROUGHPUT = Target("ratio_min", 0.9)
 LATENCY_P50 = Target("ratio_max", 1.2)
 
 METRICS: tuple[Metric, ...] = (
-    Metric("throughput", "throughput", "publish_per_s", "publish/s", 0, True, THROUGHPUT),
-    Metric("throughput", "throughput", "drain_per_s", "drain/s", 0, True, THROUGHPUT),
+    Metric("throughput", "throughput", "publish_per_s", "publish/s", 0, True, THROUGHPUT, True),
+    Metric("throughput", "throughput", "drain_per_s", "drain/s", 0, True, THROUGHPUT, True),
     Metric("throughput", "throughput", "lost", "lost", 0, False, ZERO),
     Metric("throughput", "throughput", "duplicates", "duplicates", 0, False, ZERO),
     Metric("throughput", "throughput", "dead_lettered", "dead-lettered", 0, False, ZERO),

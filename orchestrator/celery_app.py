@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-import orchestrator.correlation  # noqa: F401  (connects the correlation-id signal handlers)
+import orchestrator.correlation
 import orchestrator.transports  # noqa: F401  (registers redis-streams:// and nats://)
 from orchestrator.settings import get_settings
 from orchestrator.steps import route_step

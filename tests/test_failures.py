@@ -96,7 +96,7 @@ def test_soft_time_limit_takes_the_failure_path(worker: WorkerProcess, on_broker
     from orchestrator.pipeline import run_pipeline
 
     handle = run_pipeline("demorado", {"seconds": 3})
-    with pytest.raises(Exception, match="SoftTimeLimitExceeded|soft time limit"):
+    with pytest.raises(Exception, match=r"SoftTimeLimitExceeded|soft time limit"):
         handle.wait(timeout=TIMEOUT)
     [letter] = wait_until(lambda: dead_letters_for(handle.correlation_id), timeout=TIMEOUT,
                           message="the dead letter")

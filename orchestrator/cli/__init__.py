@@ -7,6 +7,7 @@ import sys
 import click
 
 from orchestrator.cli.common import fail_cleanly
+from orchestrator.cli.dev import dev_command
 from orchestrator.cli.dlq import dlq_group
 from orchestrator.cli.run import run_command
 from orchestrator.cli.topology import topology_command
@@ -20,6 +21,7 @@ def cli() -> None:
 cli.add_command(run_command)
 cli.add_command(topology_command)
 cli.add_command(dlq_group)
+cli.add_command(dev_command)
 
 
 def main() -> None:

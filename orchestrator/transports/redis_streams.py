@@ -35,8 +35,10 @@ import ssl
 import threading
 import uuid
 from datetime import UTC, datetime
+from time import monotonic
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import dumps, loads
@@ -128,7 +130,7 @@ class QueueConfig:
         self.delivery_limit: int | None = int(limit) if limit is not None else None
 
 
-class QoS(virtual.QoS):  # type: ignore[misc]
+class QoS(virtual.QoS):
     """Acks and rejects go to the stream; nothing is kept on a visibility clock."""
 
     restore_at_shutdown = True
@@ -153,16 +155,16 @@ class QoS(virtual.QoS):  # type: ignore[misc]
         self.channel.maintain()
 
 
-class Channel(kombu_redis.Channel):  # type: ignore[misc]
+class Channel(kombu_redis.Channel):
     """One consumer of the group per channel, with its own heartbeat."""
 
-    QoS = QoS
+    QoS = QoS  # type: ignore[assignment]
     consumer_ttl = 20.0
     reclaim_interval = 5.0
     transient_maxlen = 10_000
-    priority_steps = [0]
+    priority_steps = [0]  # noqa: RUF012  (Kombu reads it per instance)
 
-    from_transport_options = (
+    from_transport_options = (  # type: ignore[assignment]
         *kombu_redis.Channel.from_transport_options,
         "consumer_ttl",
         "reclaim_interval",
@@ -198,7 +200,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     def _scripts(self) -> dict[str, Any]:
         """Lua scripts, registered once; always *called* with a pooled client, because
         ``self.client``'s connection may be blocked in an ``XREADGROUP`` at that moment."""
-        registrar = kombu_redis.redis.Redis(connection_pool=self.pool)
+        registrar = redis.Redis(connection_pool=self.pool)
         return {"requeue": registrar.register_script(_REQUEUE),
                 "dead_letter": registrar.register_script(_DEAD_LETTER)}
 
@@ -246,7 +248,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             client.xtrim(queue, maxlen=0, approximate=False)
             return size
 
-    def _get(self, queue: str) -> dict[str, Any]:
+    def _get(self, queue: str, timeout: Any = None) -> dict[str, Any]:
         """``basic_get``: one message, without blocking."""
         self._start_heartbeat()
         with self.conn_or_acquire() as client:
@@ -270,7 +272,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             return
         self._start_heartbeat()
         self._in_poll = self.client.connection
-        self._brpop_sent_at = kombu_redis.monotonic()
+        self._brpop_sent_at = monotonic()  # type: ignore[assignment]
         block_ms = max(int((timeout or 1) * 1000), 1)
         command = ["XREADGROUP", "GROUP", GROUP, self.consumer_name, "COUNT", 1,
                    "BLOCK", block_ms, "STREAMS", *queues, *([">"] * len(queues))]
@@ -293,7 +295,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                     raise virtual.Empty() from None
                 raise
         finally:
-            self._in_poll = None
+            self._in_poll = None  # type: ignore[assignment]
             flush = getattr(self, "_flush_brpop_reauth", None)
             if flush is not None:
                 flush()
@@ -330,12 +332,19 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     # -- acks, returns, dead letters --------------------------------------------------------
 
     @staticmethod
-    def _where(message: Any) -> tuple[str, str, int]:
+    def _where(message: Any) -> tuple[str, str, int] | None:
+        """Where a delivered message lives; None for fanout (pub/sub) messages, which are
+        live-only and have nothing to ack."""
         info = message.delivery_info
+        if "x_stream" not in info:
+            return None
         return info["x_stream"], info["x_stream_id"], int(info.get("x_returns", 0))
 
     def ack_entry(self, message: Any) -> None:
-        stream, entry_id, _ = self._where(message)
+        where = self._where(message)
+        if where is None:
+            return
+        stream, entry_id, _ = where
         with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
             pipe.xack(stream, GROUP, entry_id)
             pipe.xdel(stream, entry_id)
@@ -343,8 +352,10 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
 
     def return_entry(self, message: Any) -> None:
         """A delivery that did not complete: re-add with one more return, or dead-letter."""
-        stream, entry_id, returns = self._where(message)
-        self._return(stream, entry_id, returns + 1)
+        where = self._where(message)
+        if where is not None:
+            stream, entry_id, returns = where
+            self._return(stream, entry_id, returns + 1)
 
     def _return(self, stream: str, entry_id: str, returns: int) -> None:
         config = self.queue_configs.get(stream)
@@ -362,8 +373,10 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self.return_entry(message)
 
     def dead_letter_entry(self, message: Any, reason: str) -> None:
-        stream, entry_id, returns = self._where(message)
-        self._move_to_dead_letters(stream, entry_id, reason, returns)
+        where = self._where(message)
+        if where is not None:
+            stream, entry_id, returns = where
+            self._move_to_dead_letters(stream, entry_id, reason, returns)
 
     def _move_to_dead_letters(self, stream: str, entry_id: str, reason: str,
                               returns: int) -> None:
@@ -392,7 +405,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     def _start_heartbeat(self) -> None:
         if self._heartbeat is not None:
             return
-        client = kombu_redis.redis.Redis(connection_pool=self.pool)
+        client = redis.Redis(connection_pool=self.pool)
         client.set(self._alive_key(self.consumer_name), "1", ex=int(self.consumer_ttl))
         self._heartbeat = threading.Thread(target=self._beat, args=(client,), daemon=True,
                                            name=f"streams-heartbeat-{self.consumer_name}")
@@ -410,7 +423,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
 
     def maintain(self) -> None:
         """Reclaim the messages of dead consumers of the queues this channel consumes."""
-        now = kombu_redis.monotonic()
+        now = monotonic()
         if now - self._last_reclaim < self.reclaim_interval:
             return
         self._last_reclaim = now
@@ -461,7 +474,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 pass
 
 
-class Transport(kombu_redis.Transport):  # type: ignore[misc]
+class Transport(kombu_redis.Transport):
     """``redis-streams://`` — see the module docstring."""
 
     Channel = Channel

@@ -1,0 +1,129 @@
+"""``orchestrator dev``: the whole system on one machine, with nothing but Python installed.
+
+Without ``ORCHESTRATOR_BROKER_URL`` an embedded Valkey (append-only, under the data
+directory) is the Redis Streams broker and the result backend; with it, that broker is used.
+A worker for every queue and Flower (behind basic auth with a generated password, bound to
+127.0.0.1) run as child process groups; the demo serves the bundled sample feed on localhost
+and runs ``escavador_youtube -> executador_arquivo``. Stopping stops everything, in reverse.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from orchestrator.devmode.embedded_broker import EmbeddedBroker
+from orchestrator.devmode.feed_server import SAMPLE_CHANNEL_ID, SampleFeedServer
+from orchestrator.devmode.processes import ManagedProcess, celery_command
+from orchestrator.settings import get_settings, redact_url
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _worker_ready(process: ManagedProcess) -> bool:
+    return " ready." in process.log()
+
+
+def _flower_ready(url: str) -> Callable[[ManagedProcess], bool]:
+    def check(_: ManagedProcess) -> bool:
+        try:
+            return httpx.get(url + "/healthcheck", timeout=2).status_code in (200, 401)
+        except httpx.HTTPError:
+            return False
+    return check
+
+
+@dataclass
+class DevSession:
+    """Everything ``orchestrator dev`` started, so it can all be stopped."""
+
+    data_dir: Path
+    flower: bool = True
+    flower_port: int | None = None
+    demo: bool = False
+    concurrency: int = 2
+    embedded: EmbeddedBroker | None = None
+    feed_server: SampleFeedServer | None = None
+    processes: list[ManagedProcess] = field(default_factory=list)
+    facts: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        if not env.get("ORCHESTRATOR_BROKER_URL"):
+            self.embedded = EmbeddedBroker(self.data_dir / "valkey").start()
+            env["ORCHESTRATOR_BROKER_URL"] = self.embedded.broker_url
+            env["ORCHESTRATOR_RESULT_BACKEND"] = self.embedded.result_backend
+            self.facts["broker"] = f"{self.embedded.broker_url} (embedded Valkey)"
+            self.facts["broker data"] = str(self.data_dir / "valkey")
+        else:
+            self.facts["broker"] = redact_url(env["ORCHESTRATOR_BROKER_URL"])
+        self.facts["result backend"] = redact_url(
+            env.get("ORCHESTRATOR_RESULT_BACKEND") or get_settings().result_backend)
+        env["ORCHESTRATOR_DATA_DIR"] = str(self.data_dir)
+        if self.demo:
+            self.feed_server = SampleFeedServer().start()
+            env["ORCHESTRATOR_YOUTUBE_BASE_URL"] = self.feed_server.base_url
+            self.facts["sample feed"] = self.feed_server.base_url + "/feeds/videos.xml"
+        os.environ.update({k: v for k, v in env.items() if k.startswith("ORCHESTRATOR_")})
+        get_settings.cache_clear()
+        logs = self.data_dir / "logs"
+        worker = ManagedProcess(
+            "worker",
+            celery_command("worker", "--loglevel=INFO", f"--concurrency={self.concurrency}",
+                           "-n", "dev@%h"),
+            env, logs / "worker.log", _worker_ready)
+        self.processes.append(worker.start())
+        self.facts["worker"] = f"pid {worker.pid}, every queue, log {worker.log_path}"
+        if self.flower:
+            self._start_flower(env, logs)
+        for process in self.processes:
+            process.wait_ready()
+
+    def _start_flower(self, env: dict[str, str], logs: Path) -> None:
+        port = self.flower_port or _free_port()
+        password = secrets.token_urlsafe(12)
+        flower_env = {**env, "FLOWER_BASIC_AUTH": f"dev:{password}"}
+        url = f"http://127.0.0.1:{port}"
+        flower = ManagedProcess(
+            "flower",
+            celery_command("flower", f"--port={port}", "--address=127.0.0.1"),
+            flower_env, logs / "flower.log", _flower_ready(url))
+        self.processes.append(flower.start())
+        self.facts["flower"] = f"{url}  (user dev, password {password})"
+
+    def run_demo(self, timeout: float = 120.0) -> dict[str, Any]:
+        """Trigger the sample pipeline and wait for it: the proof that everything is wired."""
+        from orchestrator.pipeline import run_pipeline
+
+        handle = run_pipeline("youtube", {"channel_id": SAMPLE_CHANNEL_ID},
+                              execute=["arquivo"])
+        [final] = handle.wait(timeout=timeout)
+        return {"correlation_id": handle.correlation_id, "steps": list(handle.steps),
+                "final": final.to_dict()}
+
+    def check_alive(self) -> str | None:
+        """The name of a child that died, if any."""
+        for process in self.processes:
+            if not process.alive:
+                return process.name
+        return None
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        if self.feed_server is not None:
+            self.feed_server.stop()
+        if self.embedded is not None:
+            self.embedded.stop()
