@@ -86,11 +86,11 @@ def main(brokers: str, tasks: int, chain_samples: int, chord_samples: int, backl
     load_start = results.load_average()
     console.log(f"machine load {load_start}; worker logs in {log_dir}")
 
-    records = run(plan, console)
+    records, interrupted = run(plan, console)
 
     finished = datetime.now(UTC)
     data = results.document(plan, records, started, finished, load_start,
-                            results.load_average())
+                            results.load_average(), interrupted)
     report.render(console, records)
     json_path = results.write(out_dir / f"{name}.json", data)
     console.print(f"results: {json_path}")

@@ -86,11 +86,13 @@ def _clean(value: Any) -> Any:
 
 
 def document(plan: Plan, records: list[BrokerRecord], started: datetime, finished: datetime,
-             load_start: list[float], load_end: list[float]) -> dict[str, Any]:
+             load_start: list[float], load_end: list[float],
+             interrupted: bool = False) -> dict[str, Any]:
     """Everything the run produced, as one JSON-ready dict."""
     document: dict[str, Any] = _clean({
         "started_at": started.isoformat(),
         "finished_at": finished.isoformat(),
+        "interrupted": interrupted,
         "machine": {**machine_info(), "load_average_start": load_start,
                     "load_average_end": load_end},
         "settings": {

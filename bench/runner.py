@@ -85,61 +85,66 @@ def _brief(metrics: Metrics) -> str:
     return " ".join(shown)
 
 
-def _run_scenario(scenario: str, measure: Measure, sides: tuple[Side, ...], plan: Plan,
-                  ctx: Context, console: Console, broker: str) -> ScenarioRecord:
-    record = ScenarioRecord()
+def _run_scenario(record: ScenarioRecord, measure: Measure, sides: tuple[Side, ...],
+                  plan: Plan, ctx: Context, console: Console, title: str) -> None:
+    """Fill ``record`` round by round (in place: an interrupt keeps the finished rounds)."""
     for round_number in range(1, plan.rounds + 1):
         outcome: dict[str, Metrics | None] = {}
         for side in sides:
             redisdb.tidy(plan.redis_url)
-            label = escape(f"[{broker}] {scenario} {round_number}/{plan.rounds} {side.name}")
+            label = escape(f"{title} {round_number}/{plan.rounds} {side.name}")
             console.log(f"{label} ...")
             try:
-                outcome[side.name] = measure(side, ctx)
+                metrics = measure(side, ctx)
             except Exception as exc:
-                message = f"{side.name} round {round_number}: {type(exc).__name__}: {exc}"
-                record.errors.append(message)
+                record.errors.append(
+                    f"{side.name} round {round_number}: {type(exc).__name__}: {exc}")
                 outcome[side.name] = None
                 console.log(f"[red]{label} failed:[/red] {escape(str(exc))}")
             else:
-                console.log(f"{label}: {_brief(outcome[side.name] or {})}")
+                outcome[side.name] = metrics
+                console.log(f"{label}: {_brief(metrics)}")
         record.rounds.append(outcome)
-    return record
 
 
-def run(plan: Plan, console: Console) -> list[BrokerRecord]:
-    """Measure every broker of ``plan``; brokers that cannot be measured get a status."""
+def run(plan: Plan, console: Console) -> tuple[list[BrokerRecord], bool]:
+    """Measure every broker of ``plan``; brokers that cannot be measured get a status.
+
+    Returns the records and whether Ctrl-C cut the run short (what was measured is kept).
+    """
     ctx = Context(plan.redis_url, plan.log_dir, plan.sample_timeout, plan.warmup)
     plain = PlainSide(plan.redis_url, plan.plain_observability)
     orchestrator = OrchestratorSide(plan.redis_url)
     sides: tuple[Side, ...] = (plain, orchestrator)
     measures = _measures(plan)
     records: list[BrokerRecord] = []
+    interrupted = False
     try:
         _run_brokers(plan, sides, measures, ctx, console, records)
     except KeyboardInterrupt:
+        interrupted = True
         console.log("[yellow]interrupted: reporting what was measured so far[/yellow]")
     finally:
         for side in sides:
             side.close()
         redisdb.tidy(plan.redis_url)
-    return records
+    return records, interrupted
 
 
 def _run_brokers(plan: Plan, sides: tuple[Side, ...], measures: dict[str, Measure],
                  ctx: Context, console: Console, records: list[BrokerRecord]) -> None:
-    """Fill ``records`` as brokers complete, so an interrupt keeps what was measured."""
-    if True:
-        for name in plan.brokers:
-            url = BROKERS[name]
-            reason = unavailable_reason(url)
-            record = BrokerRecord(name, redact_url(url), reason)
-            records.append(record)
-            if reason is not None:
-                console.log(f"[yellow]{escape(f'[{name}] {reason}')}[/yellow]")
-                continue
-            for side in sides:
-                side.use_broker(url)
-            for scenario in plan.scenarios:
-                record.scenarios[scenario] = _run_scenario(
-                    scenario, measures[scenario], sides, plan, ctx, console, name)
+    """Fill ``records`` as measurements complete, so an interrupt keeps what was measured."""
+    for name in plan.brokers:
+        url = BROKERS[name]
+        reason = unavailable_reason(url)
+        record = BrokerRecord(name, redact_url(url), reason)
+        records.append(record)
+        if reason is not None:
+            console.log(f"[yellow]{escape(f'[{name}] {reason}')}[/yellow]")
+            continue
+        for side in sides:
+            side.use_broker(url)
+        for scenario in plan.scenarios:
+            record.scenarios[scenario] = ScenarioRecord()
+            _run_scenario(record.scenarios[scenario], measures[scenario], sides, plan, ctx,
+                          console, f"[{name}] {scenario}")

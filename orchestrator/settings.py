@@ -45,7 +45,8 @@ class Settings(BaseSettings):
     retry_jitter: bool = Field(True, description="Randomise retry delays (full jitter).")
     delivery_limit: int = Field(
         5,
-        description="Deliveries of one message (worker crashes included) before the DLQ.",
+        description="Times a message may come back unfinished (worker crash, hard time limit) "
+        "before it is dead-lettered (RabbitMQ x-delivery-limit semantics).",
     )
     prefetch_multiplier: int = Field(
         1, description="Messages reserved per worker process (1 suits long and short tasks)."
