@@ -27,7 +27,7 @@ task_acks_late = True
 task_acks_on_failure = False  # non-step tasks: a failure rejects, the broker dead-letters it
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = _settings.prefetch_multiplier
-broker_transport_options = {"confirm_publish": True}
+broker_transport_options = {"confirm_publish": True, **_settings.broker_transport_options}
 broker_connection_retry_on_startup = True
 broker_connection_timeout = 5.0
 

@@ -20,6 +20,8 @@ from bench.config import DEFAULT_REDIS_URL, orchestrator_env, plain_env
 
 SCENARIO_NAMES = ("throughput", "latency", "fanout", "backlog")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+EXIT_MEASUREMENT_FAILED = 1
+EXIT_INTERRUPTED = 130
 
 
 def _split(value: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -99,3 +101,8 @@ def main(brokers: str, tasks: int, chain_samples: int, chord_samples: int, backl
 
         png = draw(data, out_dir / f"{name}.png")
         console.print(f"chart: {png}" if png else "chart: no ratio to draw")
+    # Missed targets are read, not enforced (exit 0); a broken measurement is an error.
+    if interrupted:
+        sys.exit(EXIT_INTERRUPTED)
+    if any(scenario.errors for record in records for scenario in record.scenarios.values()):
+        sys.exit(EXIT_MEASUREMENT_FAILED)

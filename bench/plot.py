@@ -71,7 +71,12 @@ def draw(data: dict[str, Any], path: Path) -> Path | None:
     axes.set_title(f"Orchestrator vs plain Celery, same run ({started} UTC; "
                    f"{data['machine']['nproc']} CPUs). 1.0 = parity")
     axes.legend(fontsize=8)
-    figure.tight_layout()
+    skipped = [f"{name}: {info['status']}" for name, info in data["brokers"].items()
+               if info["status"] != "measured"]
+    if skipped:
+        figure.text(0.01, 0.005, "not measured - " + "; ".join(skipped)[:180], fontsize=7,
+                    color="dimgrey")
+    figure.tight_layout(rect=(0, 0.03 if skipped else 0, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     plt.close(figure)

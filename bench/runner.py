@@ -90,6 +90,7 @@ def _run_scenario(record: ScenarioRecord, measure: Measure, sides: tuple[Side, .
     """Fill ``record`` round by round (in place: an interrupt keeps the finished rounds)."""
     for round_number in range(1, plan.rounds + 1):
         outcome: dict[str, Metrics | None] = {}
+        record.rounds.append(outcome)  # filled in place: an interrupt keeps a half round
         for side in sides:
             redisdb.tidy(plan.redis_url)
             label = escape(f"{title} {round_number}/{plan.rounds} {side.name}")
@@ -104,7 +105,6 @@ def _run_scenario(record: ScenarioRecord, measure: Measure, sides: tuple[Side, .
             else:
                 outcome[side.name] = metrics
                 console.log(f"{label}: {_brief(metrics)}")
-        record.rounds.append(outcome)
 
 
 def run(plan: Plan, console: Console) -> tuple[list[BrokerRecord], bool]:

@@ -48,6 +48,19 @@ class Side(Protocol):
         """Release broker connections."""
 
 
+def forget_pending(result: Any) -> None:
+    """Stop waiting for ``result`` after a failed ``get``.
+
+    Celery keeps a result it timed out on in the backend's pending set and unsubscribes from
+    it only when the object dies; left there, that happens at interpreter shutdown and
+    prints tracebacks. Releasing it at once keeps the result consumer clean for the next
+    sample.
+    """
+    backend = getattr(result, "backend", None)
+    if backend is not None and hasattr(backend, "remove_pending_result"):
+        backend.remove_pending_result(result)
+
+
 def point_app_at(app: Any, url: str) -> None:
     """Re-point a Celery app at another broker, dropping pooled connections to the old one.
 

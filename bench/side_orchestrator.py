@@ -11,11 +11,11 @@ from typing import Any
 from celery.canvas import Signature
 
 from bench.config import base_env, orchestrator_env
-from bench.side import FANOUT_WIDTH, CanvasFailed, point_app_at
+from bench.side import FANOUT_WIDTH, CanvasFailed, forget_pending, point_app_at
 from bench.workers import WorkerSpec
 from orchestrator.celery_app import app
 from orchestrator.correlation import HEADER
-from orchestrator.envelope import EventType
+from orchestrator.envelope import Envelope, EventType
 from orchestrator.failures import dlq
 from orchestrator.pipeline import PipelineHandle, build_pipeline, run_pipeline
 from orchestrator.topology import queue_name, topology
@@ -24,6 +24,14 @@ FONTE = "bench"
 PLANNER = "bench_planejar"
 EXECUTOR = "bench"
 RECORDER = "bench_registrar"
+
+
+def _wait(handle: PipelineHandle, timeout: float) -> list[Envelope]:
+    try:
+        return handle.wait(timeout=timeout)
+    except Exception:
+        forget_pending(handle.result)
+        raise
 
 
 class OrchestratorSide:
@@ -76,13 +84,13 @@ class OrchestratorSide:
         full = canvas | tail[0] | tail[1]
         handle = PipelineHandle(str(envelope.correlation_id), full.apply_async(),
                                 (*steps, *(str(s.task) for s in tail)))
-        final = handle.wait(timeout=timeout)
+        final = _wait(handle, timeout)
         if len(final) != 1 or final[0].tipo_evento is not EventType.RESULTADO_EXECUCAO:
             raise CanvasFailed(f"orchestrator chain ended with {final!r}")
 
     def run_fanout(self, timeout: float) -> None:
         handle = run_pipeline([FONTE] * FANOUT_WIDTH, {}, execute=[EXECUTOR], app=self._app)
-        final = handle.wait(timeout=timeout)
+        final = _wait(handle, timeout)
         if len(final) != 1 or final[0].payload != {"inputs": FANOUT_WIDTH}:
             raise CanvasFailed(f"orchestrator chord ended with {final!r}")
 

@@ -8,7 +8,7 @@ from celery import chain, chord
 
 from bench import plain_app
 from bench.config import base_env, plain_env
-from bench.side import FANOUT_WIDTH, CanvasFailed, point_app_at
+from bench.side import FANOUT_WIDTH, CanvasFailed, forget_pending, point_app_at
 from bench.workers import WorkerSpec
 
 CHAIN_LENGTH = 4
@@ -48,13 +48,23 @@ class PlainSide:
 
     def run_chain(self, timeout: float) -> None:
         links = [plain_app.noop.s({})] + [plain_app.noop.s() for _ in range(CHAIN_LENGTH - 1)]
-        value = chain(*links).apply_async().get(timeout=timeout)
+        result = chain(*links).apply_async()
+        try:
+            value = result.get(timeout=timeout)
+        except Exception:
+            forget_pending(result)
+            raise
         if not isinstance(value, dict):
             raise CanvasFailed(f"plain chain returned {value!r}")
 
     def run_fanout(self, timeout: float) -> None:
         header = [plain_app.noop.s({}) for _ in range(FANOUT_WIDTH)]
-        value = chord(header)(plain_app.noop.s()).get(timeout=timeout)
+        result = chord(header)(plain_app.noop.s())
+        try:
+            value = result.get(timeout=timeout)
+        except Exception:
+            forget_pending(result)
+            raise
         if value != {"inputs": FANOUT_WIDTH}:
             raise CanvasFailed(f"plain chord body saw {value!r}")
 

@@ -62,6 +62,12 @@ def _round_ratios(record: ScenarioRecord, key: str) -> list[float]:
     return ratios
 
 
+def _incomplete(record: ScenarioRecord) -> bool:
+    """True when some side's measurement in some round failed."""
+    return any(outcome.get(side) is None for outcome in record.rounds
+               for side in (PLAIN, ORCHESTRATOR))
+
+
 def _row(metric: Metric, record: ScenarioRecord) -> Row | None:
     plain_values = _values(record, PLAIN, metric.key)
     orchestrator_values = _values(record, ORCHESTRATOR, metric.key)
@@ -72,6 +78,8 @@ def _row(metric: Metric, record: ScenarioRecord) -> Row | None:
     orchestrator = median(orchestrator_values)
     value = median(_round_ratios(record, metric.key)) if metric.has_ratio else math.nan
     ok = metric.target.met(plain, orchestrator, value) if metric.target else None
+    if metric.target is not None and metric.target.kind == "zero" and _incomplete(record):
+        ok = False  # a measurement that failed cannot vouch for exactly-once
     target = metric.target
     target_ratio = target.value if target is not None and target.kind != "zero" else None
     return Row(metric.scenario, metric.label, metric.key, plain, orchestrator, value,

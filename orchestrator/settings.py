@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field
@@ -28,6 +29,10 @@ class Settings(BaseSettings):
     result_backend: str = Field(
         "redis://127.0.0.1:6379/0",
         description="Celery result backend URL (chords and --wait need one).",
+    )
+    broker_transport_options: dict[str, Any] = Field(
+        {},
+        description="Extra Kombu transport options, JSON (e.g. NATS creds_file, ack_wait).",
     )
     step_modules: list[str] = Field(
         ["tasks"],

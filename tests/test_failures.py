@@ -147,10 +147,16 @@ def test_an_unknown_task_goes_to_the_dlq(worker: WorkerProcess, on_broker: objec
     assert "no.such.task" in letter.details["exception_message"]
 
 
-def test_an_oversized_message_goes_to_the_dlq(worker: WorkerProcess, on_broker: object) -> None:
+def test_an_oversized_message_goes_to_the_dlq(worker: WorkerProcess,
+                                              on_broker: BrokerUnderTest) -> None:
     marker = str(uuid.uuid4())
     envelope = Envelope.new(EventType.INICIAR_COLETA, {"big": "x" * 1_100_000}, marker)
     body = json.dumps([[envelope.to_dict()], {}, {}]).encode()
+    if on_broker.name == "nats":
+        # NATS itself refuses payloads over max_payload (1 MiB): the producer gets the error.
+        with pytest.raises(ValueError, match="max_payload"):
+            publish_raw(body, headers=valid_task_headers(marker))
+        return
     publish_raw(body, headers=valid_task_headers(marker))
     [letter] = wait_until(lambda: dead_letters_for(marker), timeout=TIMEOUT,
                           message="the oversized message in the DLQ")

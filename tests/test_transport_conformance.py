@@ -29,7 +29,7 @@ pytestmark = pytest.mark.broker
 
 # Short liveness for the Streams transport so a killed consumer is noticed within seconds.
 TRANSPORT_OPTIONS = {"consumer_ttl": 3, "reclaim_interval": 0.5, "unacked_restore_interval": 0.5,
-                     "confirm_publish": True}
+                     "confirm_publish": True, "ack_wait": 3, "fetch_timeout": 1}
 
 
 def connect(broker: BrokerUnderTest) -> Connection:
@@ -173,8 +173,8 @@ def test_purge_size_and_delete(conn: Connection, topo: Topology) -> None:
 
 def test_topic_routing(conn: Connection) -> None:
     exchange = Exchange(f"conf_topic_{uuid.uuid4().hex[:6]}", type="topic", durable=False)
-    wanted = Queue(f"{exchange.name}.a", exchange, routing_key="coleta.*", auto_delete=True)
-    other = Queue(f"{exchange.name}.b", exchange, routing_key="execucao.#", auto_delete=True)
+    wanted = Queue(f"{exchange.name}.a", exchange, routing_key="coleta.*", durable=True)
+    other = Queue(f"{exchange.name}.b", exchange, routing_key="execucao.#", durable=True)
     with conn.channel() as channel:
         wanted.bind(channel).declare()
         other.bind(channel).declare()
@@ -185,6 +185,9 @@ def test_topic_routing(conn: Connection) -> None:
     assert [m.payload["k"] for m in drain(conn, wanted, 1)] == ["coleta.youtube"]
     assert [m.payload["k"] for m in drain(conn, other, 1)] == ["execucao.a.b"]
     assert drain(conn, wanted, 1, timeout=1) == []
+    with conn.channel() as channel:
+        wanted.bind(channel).delete()
+        other.bind(channel).delete()
 
 
 def test_fanout_reaches_every_bound_queue(broker: BrokerUnderTest) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -209,8 +210,11 @@ def _journal() -> redis.Redis:
 
 
 def _replay_headers(headers: dict[str, Any]) -> dict[str, Any]:
+    """Retry count reset; a fresh ``x_replay_id`` so a broker's duplicate detection (NATS
+    ``Nats-Msg-Id``) does not take the replay for a second copy of the original."""
     cleaned = {k: v for k, v in headers.items() if k not in _RESET_HEADERS}
     cleaned["retries"] = 0
+    cleaned["x_replay_id"] = uuid.uuid4().hex[:16]
     return cleaned
 
 

@@ -12,6 +12,8 @@ from kombu import transport as kombu_transport
 ALIASES = {
     "redis-streams": "orchestrator.transports.redis_streams:Transport",
     "rediss-streams": "orchestrator.transports.redis_streams:Transport",
+    "nats": "orchestrator.transports.nats_jetstream:Transport",
+    "tls": "orchestrator.transports.nats_jetstream:Transport",
 }
 
 

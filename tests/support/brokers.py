@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from kombu import Connection
 
-import orchestrator.transports  # noqa: F401  (registers redis-streams://)
+import orchestrator.transports  # noqa: F401  (registers redis-streams:// and nats://)
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class BrokerUnderTest:
 ALL_BROKERS = {
     "amqp": BrokerUnderTest("amqp", "amqp://guest:guest@127.0.0.1:5672//"),
     "redis-streams": BrokerUnderTest("redis-streams", "redis-streams://127.0.0.1:6379/8"),
+    "nats": BrokerUnderTest("nats", "nats://127.0.0.1:4222"),
 }
 
 

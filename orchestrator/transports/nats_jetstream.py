@@ -1,0 +1,704 @@
+"""A Kombu transport on NATS JetStream (nats-py), with the same contract as the other brokers.
+
+URL: ``nats://[user:password@]host:port`` (``nats://token@host:port`` for a token,
+``tls://host:port`` for TLS); several servers of a cluster as Kombu's failover list,
+``nats://h1:4222;nats://h2:4222`` — all of them are given to nats-py, which handles the cluster.
+Transport options: ``creds_file`` (a ``.creds`` file), ``tls_ca_file``, ``tls_cert_file``,
+``tls_key_file``, ``ack_wait`` (30 s), ``fetch_timeout`` (5 s), ``duplicate_window`` (120 s).
+
+Design:
+
+- A *durable* queue (Celery's task queues, the DLQs) is a JetStream stream with file storage
+  and work-queue retention, consumed through one durable pull consumer shared by every worker
+  (competing consumers), explicit acks. Ack: ``ack``; ``reject(requeue=True)``: ``nak``;
+  ``reject(requeue=False)`` and a delivery count (JetStream's ``num_delivered``) past the
+  queue's ``x-delivery-limit``: the message moves to the queue bound to the queue's
+  ``x-dead-letter-exchange`` with an ``x-death`` header, as on RabbitMQ, then is acked.
+- A consumer that holds a message (a long task, an ETA) signals ``in_progress`` every third of
+  ``ack_wait``, so JetStream redelivers only the messages of a consumer that died.
+- A publication carries ``Nats-Msg-Id = <task id>:<retries>[:<replay id>]``: JetStream drops a
+  second publication of the same task attempt inside ``duplicate_window``.
+- A *transient* queue (auto-delete: Celery's event, remote-control and reply queues) and fanout
+  exchanges are core NATS subjects: live delivery, nothing stored, like Kombu's Redis pub/sub.
+- Bindings and which queues are transient live in a JetStream key-value bucket, so routing
+  works across processes (``get_table`` reads the broker, not this process).
+- nats-py is asyncio: each Kombu connection runs one event loop in one thread with one NATS
+  connection; the Kombu side submits coroutines to it. Messages arrive through one inbox per
+  connection that ``drain_events`` blocks on: no polling sleeps.
+
+Not supported: priorities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import queue as queue_module
+import re
+import ssl
+import threading
+import time
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import nats
+from kombu.transport import virtual
+from kombu.utils.json import dumps, loads
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, NoServersError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import api
+from nats.js.errors import BadRequestError, KeyWrongLastSequenceError, NotFoundError
+
+T = TypeVar("T")
+
+CONSUMER = "orchestrator"
+KV_BUCKET = "orchestrator_topology"
+SUBJECT_QUEUE = "orq.q."
+SUBJECT_TRANSIENT = "orq.t."
+SUBJECT_FANOUT = "orq.f."
+_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+
+
+class MessageTooLarge(ValueError):
+    """The server refuses payloads over its ``max_payload`` (1 MiB by default)."""
+
+
+def escape(name: str) -> str:
+    """A queue or exchange name as one subject token / stream name / KV key part."""
+    return _UNSAFE.sub(lambda m: f"-{ord(m.group()):02x}", name) or "-"
+
+
+def _is_transient(kwargs: dict[str, Any]) -> bool:
+    arguments = kwargs.get("arguments") or {}
+    return bool(kwargs.get("auto_delete") or kwargs.get("exclusive")
+                or "x-expires" in arguments)
+
+
+class EventLoopThread:
+    """One asyncio loop in one daemon thread; the sync side submits coroutines to it."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def submit(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def stop(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+class QoS(virtual.QoS):
+    """Acks and rejects are JetStream operations on the held message."""
+
+    restore_at_shutdown = True
+
+    def ack(self, delivery_tag: str) -> None:
+        self.channel.settle(delivery_tag, "ack")
+        super().ack(delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        self.channel.settle(delivery_tag, "nak" if requeue else "dead_letter")
+        super().ack(delivery_tag)
+
+    def restore_unacked(self) -> list[Any]:
+        for tag in list(self._delivered):
+            if tag not in self._dirty:
+                self.channel.settle(tag, "nak")
+        self._delivered.clear()
+        self._dirty.clear()
+        return []
+
+
+class NatsChannel(virtual.Channel):
+    """Declares streams, consumers and bindings; consumes through the transport's inbox."""
+
+    QoS = QoS
+    supports_fanout = True
+    ack_wait = 30.0
+    fetch_timeout = 5.0
+    duplicate_window = 120.0
+
+    from_transport_options = (
+        *virtual.Channel.from_transport_options,
+        "ack_wait",
+        "fetch_timeout",
+        "duplicate_window",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.transport: Transport = self.connection
+        self._held: dict[str, Msg] = {}
+        self._held_lock = threading.Lock()
+        self._queue_args: dict[str, dict[str, Any]] = {}
+        self._fanout_bindings: dict[str, str] = {}  # queue -> fanout exchange
+        self._consumer_tasks: dict[str, list[Any]] = {}
+        self._outstanding = 0
+        self._credit = threading.Condition()
+
+    # -- declaration ------------------------------------------------------------------------
+
+    def _new_queue(self, queue: str, **kwargs: Any) -> None:
+        transient = _is_transient(kwargs)
+        self._queue_args[queue] = dict(kwargs.get("arguments") or {})
+        self.transport.run(self.transport.declare_queue(queue, transient,
+                                                        self.duplicate_window))
+
+    def _has_queue(self, queue: str, **kwargs: Any) -> bool:
+        return bool(self.transport.run(self.transport.queue_exists(queue)))
+
+    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+        if len(args) >= 3:  # called once per binding: (exchange, routing_key, pattern)
+            exchange, routing_key, pattern = args[:3]
+            self.transport.run(self.transport.unbind(exchange, routing_key, pattern, queue))
+        self.transport.run(self.transport.delete_queue(queue))
+
+    def _lookup(self, exchange: str, routing_key: str, default: Any = None) -> list[str]:
+        """Route with the cached binding table; on a miss, read the broker again (a reply
+        queue may have been bound a moment ago by another process)."""
+        found: list[str] = super()._lookup(exchange, routing_key, default)
+        if not found:
+            self.transport.forget_table(exchange)
+            found = super()._lookup(exchange, routing_key, default)
+        return found
+
+    def _size(self, queue: str) -> int:
+        return int(self.transport.run(self.transport.queue_size(queue)))
+
+    def _purge(self, queue: str) -> int:
+        return int(self.transport.run(self.transport.purge_queue(queue)))
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        if self.typeof(exchange).type == "fanout":
+            self._fanout_bindings[queue] = exchange
+        self.transport.run(self.transport.bind(exchange, routing_key, pattern, queue))
+
+    def get_table(self, exchange: str) -> list[tuple[str, str, str]]:
+        table: list[tuple[str, str, str]] = self.transport.run(self.transport.table(exchange))
+        return table
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        self.transport.run(self.transport.put(queue, message))
+
+    def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str,
+                    **kwargs: Any) -> None:
+        self.transport.run(self.transport.publish_core(SUBJECT_FANOUT + escape(exchange),
+                                                       message))
+
+    # -- consuming --------------------------------------------------------------------------
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> str:
+        tag: str = super().basic_consume(queue, no_ack, *args, **kwargs)
+        self._consumer_tasks[queue] = self.transport.run(
+            self.transport.start_consuming(self, queue, self._fanout_bindings.get(queue)))
+        return tag
+
+    def basic_cancel(self, consumer_tag: str) -> Any:
+        queue = self._tag_to_queue.get(consumer_tag)
+        if queue is not None:
+            for handle in self._consumer_tasks.pop(queue, []):
+                self.transport.run(self.transport.stop_consuming(handle))
+        return super().basic_cancel(consumer_tag)
+
+    def _get(self, queue: str, timeout: Any = None) -> dict[str, Any]:
+        """``basic_get``: one message from a durable queue, if one is there."""
+        msg = self.transport.run(self.transport.fetch_one(queue, wait=1.0))
+        if msg is None:
+            raise virtual.Empty()
+        self._adjust_outstanding(+1)
+        payload = self.accept_message(queue, msg)
+        if payload is None:
+            raise virtual.Empty()
+        return payload
+
+    def can_fetch(self) -> bool:
+        """Prefetch: start another fetch only while fewer messages than the prefetch count
+        are held (fetched and not yet acked) by this channel."""
+        limit = self.qos.prefetch_count
+        return not limit or self._outstanding < limit
+
+    def _adjust_outstanding(self, delta: int) -> None:
+        with self._credit:
+            self._outstanding += delta
+            self._credit.notify_all()
+        self.transport.notify_credit(self)
+
+    def basic_qos(self, *args: Any, **kwargs: Any) -> None:
+        super().basic_qos(*args, **kwargs)
+        self.transport.notify_credit(self)
+
+    def accept_message(self, queue: str, msg: Msg) -> dict[str, Any] | None:
+        """Turn a JetStream message into a Kombu payload, or dead-letter it past the limit."""
+        payload: dict[str, Any] = loads(msg.data)
+        returns = max(msg.metadata.num_delivered - 1, 0) if msg.reply else 0
+        limit = self._queue_args.get(queue, {}).get("x-delivery-limit")
+        if limit is not None and returns > int(limit):
+            self.transport.submit(self.transport.dead_letter(
+                self.dead_letter_targets(queue), queue, msg, payload, "delivery_limit",
+                returns))
+            self._adjust_outstanding(-1)
+            return None
+        properties = payload.setdefault("properties", {})
+        tag = properties["delivery_tag"] = f"{queue}:{msg.reply or id(msg)}"
+        properties.setdefault("delivery_info", {}).update(redelivered=returns > 0)
+        if returns:
+            payload.setdefault("headers", {})["x-delivery-count"] = returns
+        with self._held_lock:
+            self._held[tag] = msg
+        payload["properties"]["delivery_info"]["x_queue"] = queue
+        return payload
+
+    def settle(self, delivery_tag: str, how: str) -> None:
+        with self._held_lock:
+            msg = self._held.pop(delivery_tag, None)
+        if msg is None:
+            return
+        queue = delivery_tag.split(":", 1)[0]
+        if how == "ack":
+            self.transport.submit(msg.ack())
+        else:
+            returns = msg.metadata.num_delivered  # counting this return
+            limit = self._queue_args.get(queue, {}).get("x-delivery-limit")
+            if how == "nak" and (limit is None or returns <= int(limit)):
+                self.transport.submit(msg.nak())
+            else:
+                reason = "rejected" if how == "dead_letter" else "delivery_limit"
+                self.transport.submit(self.transport.dead_letter(
+                    self.dead_letter_targets(queue), queue, msg, loads(msg.data), reason,
+                    returns if reason == "delivery_limit" else returns - 1))
+        self._adjust_outstanding(-1)
+
+    def held_messages(self) -> list[Msg]:
+        with self._held_lock:
+            return list(self._held.values())
+
+    def dead_letter_targets(self, queue: str) -> list[str]:
+        arguments = self._queue_args.get(queue, {})
+        exchange = arguments.get("x-dead-letter-exchange")
+        if not exchange:
+            return []
+        routing_key = arguments.get("x-dead-letter-routing-key") or queue
+        return sorted(set(self._lookup(exchange, routing_key)))
+
+    def close(self) -> None:
+        for queue in list(self._consumer_tasks):
+            for handle in self._consumer_tasks.pop(queue, []):
+                with contextlib.suppress(Exception):  # closing anyway
+                    self.transport.run(self.transport.stop_consuming(handle), timeout=10)
+        with contextlib.suppress(Exception):
+            self.qos.restore_unacked_once()
+        super().close()
+
+
+class Transport(virtual.Transport):
+    """``nats://`` — see the module docstring."""
+
+    Channel = NatsChannel
+    driver_type = "nats"
+    driver_name = "nats-jetstream"
+    default_port = 4222
+    polling_interval = None
+    implements = virtual.Transport.implements.extend(
+        asynchronous=False, exchange_type=frozenset(["direct", "topic", "fanout"]))
+
+    connection_errors = (*virtual.Transport.connection_errors, ConnectionClosedError,
+                         NoServersError, NatsTimeout, OSError)
+    channel_errors = (*virtual.Transport.channel_errors, NotFoundError, BadRequestError)
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        self._thread: EventLoopThread | None = None
+        self.nc: NATS | None = None
+        self.js: Any = None
+        self.kv: Any = None
+        self.inbox: queue_module.Queue[tuple[NatsChannel, str, Msg]] = queue_module.Queue()
+        self._known: dict[str, bool] = {}  # queue -> transient
+        self._tables: dict[str, tuple[float, list[tuple[str, str, str]]]] = {}
+        self._credit_events: dict[int, asyncio.Event] = {}
+        self._keeper: Any = None
+        self._get_subscriptions: dict[str, Any] = {}
+
+    # -- connection -------------------------------------------------------------------------
+
+    def establish_connection(self) -> Any:
+        if self._thread is None:
+            self._thread = EventLoopThread(f"nats-{id(self):x}")
+        try:
+            self.run(self._connect(), timeout=self.client.connect_timeout or 10)
+        except Exception:
+            self._shutdown_loop()
+            raise
+        return super().establish_connection()
+
+    async def _connect(self) -> None:
+        options = self.client.transport_options
+        servers = self._servers()
+        kwargs: dict[str, Any] = {"servers": servers, "max_reconnect_attempts": -1,
+                                  "reconnect_time_wait": 1, "connect_timeout": 5,
+                                  "name": "orchestrator-kombu"}
+        first = self.client
+        if first.userid and first.password:
+            kwargs.update(user=first.userid, password=first.password)
+        elif first.userid:
+            kwargs["token"] = first.userid
+        if options.get("creds_file"):
+            kwargs["user_credentials"] = options["creds_file"]
+        if options.get("tls_ca_file") or options.get("tls_cert_file") or \
+                any(s.startswith("tls://") for s in servers):
+            context = ssl.create_default_context(cafile=options.get("tls_ca_file"))
+            if options.get("tls_cert_file"):
+                context.load_cert_chain(options["tls_cert_file"], options.get("tls_key_file"))
+            kwargs["tls"] = context
+        self.nc = await nats.connect(**kwargs)
+        self.js = self.nc.jetstream()
+        try:
+            self.kv = await self.js.key_value(KV_BUCKET)
+        except Exception:
+            self.kv = await self.js.create_key_value(bucket=KV_BUCKET, history=1,
+                                                     storage=api.StorageType.FILE)
+        self._keeper = asyncio.ensure_future(self._keep_in_progress())
+
+    def _servers(self) -> list[str]:
+        urls = [self.client.as_uri(include_password=False)]
+        urls += [str(alt) for alt in (self.client.alt or [])]
+        servers = []
+        for url in urls:
+            host_part = url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+            scheme = "tls" if url.startswith("tls://") else "nats"
+            server = f"{scheme}://{host_part or '127.0.0.1'}"
+            if ":" not in host_part:
+                server += f":{self.default_port}"
+            if server not in servers:
+                servers.append(server)
+        return servers
+
+    def close_connection(self, connection: Any) -> None:
+        super().close_connection(connection)
+        if self._thread is not None and self.nc is not None:
+            with contextlib.suppress(Exception):
+                self.run(self._close(), timeout=15)
+        self._shutdown_loop()
+
+    async def _close(self) -> None:
+        """Cancel our tasks (pull loops, the in-progress keeper), then close NATS."""
+        current = asyncio.current_task()
+        tasks = [task for task in asyncio.all_tasks() if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.nc is not None and not self.nc.is_closed:
+            await self.nc.close()
+
+    def _shutdown_loop(self) -> None:
+        if self._thread is not None:
+            self._thread.stop()
+            self._thread = None
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = 30) -> T:
+        if self._thread is None:
+            coroutine.close()
+            raise ConnectionClosedError()
+        return self._thread.run(coroutine, timeout)
+
+    def submit(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        if self._thread is None:
+            coroutine.close()
+            return
+        self._thread.submit(coroutine)
+
+    # -- topology (in the broker) -----------------------------------------------------------
+
+    async def declare_queue(self, queue: str, transient: bool, duplicate_window: float) -> None:
+        self._known[queue] = transient
+        await self._kv_put(f"queue.{escape(queue)}", {"transient": transient})
+        if transient:
+            return
+        config = api.StreamConfig(
+            name=escape(queue), subjects=[SUBJECT_QUEUE + escape(queue)],
+            retention=api.RetentionPolicy.WORK_QUEUE, storage=api.StorageType.FILE,
+            duplicate_window=duplicate_window)
+        try:
+            await self.js.add_stream(config)
+        except BadRequestError as exc:
+            if "already in use" not in str(exc):
+                raise
+        try:
+            await self.js.consumer_info(escape(queue), CONSUMER)
+        except NotFoundError:
+            await self.js.add_consumer(escape(queue), api.ConsumerConfig(
+                durable_name=CONSUMER, ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=self._channel_option("ack_wait"), max_deliver=-1,
+                max_ack_pending=-1, filter_subject=SUBJECT_QUEUE + escape(queue)))
+
+    def _channel_option(self, name: str) -> float:
+        return float(self.client.transport_options.get(name, getattr(NatsChannel, name)))
+
+    async def is_transient(self, queue: str) -> bool | None:
+        if queue in self._known:
+            return self._known[queue]
+        entry = await self._kv_get(f"queue.{escape(queue)}")
+        if entry is None:
+            return None
+        self._known[queue] = bool(entry["transient"])
+        return self._known[queue]
+
+    async def queue_exists(self, queue: str) -> bool:
+        return await self.is_transient(queue) is not None
+
+    async def delete_queue(self, queue: str) -> None:
+        self._known.pop(queue, None)
+        with contextlib.suppress(Exception):
+            await self.kv.delete(f"queue.{escape(queue)}")
+        with contextlib.suppress(NotFoundError):
+            await self.js.delete_stream(escape(queue))
+
+    async def queue_size(self, queue: str) -> int:
+        if await self.is_transient(queue):
+            return 0
+        try:
+            info = await self.js.stream_info(escape(queue))
+        except NotFoundError:
+            raise virtual.base.ChannelError(f"NOT_FOUND - no queue {queue!r}") from None
+        return int(info.state.messages)
+
+    async def purge_queue(self, queue: str) -> int:
+        size = await self.queue_size(queue)
+        if size:
+            await self.js.purge_stream(escape(queue))
+        return size
+
+    async def bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        key = f"binding.{escape(exchange)}"
+        for _ in range(20):
+            try:
+                entry = await self.kv.get(key)
+                table = json.loads(entry.value or b"[]")
+                revision = entry.revision
+            except Exception:
+                table, revision = [], None
+            row = [routing_key or "", pattern or "", queue]
+            if row in table:
+                break
+            table.append(row)
+            try:
+                if revision is None:
+                    await self.kv.create(key, json.dumps(table).encode())
+                else:
+                    await self.kv.update(key, json.dumps(table).encode(), last=revision)
+                break
+            except (KeyWrongLastSequenceError, BadRequestError):
+                continue  # somebody else bound meanwhile: read again
+        self._tables.pop(exchange, None)
+
+    async def unbind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        key = f"binding.{escape(exchange)}"
+        for _ in range(20):
+            try:
+                entry = await self.kv.get(key)
+            except Exception:
+                return
+            table = json.loads(entry.value or b"[]")
+            kept = [row for row in table if row[2] != queue]
+            if kept == table:
+                return
+            try:
+                await self.kv.update(key, json.dumps(kept).encode(), last=entry.revision)
+                break
+            except (KeyWrongLastSequenceError, BadRequestError):
+                continue
+        self._tables.pop(exchange, None)
+
+    def forget_table(self, exchange: str) -> None:
+        self._tables.pop(exchange, None)
+
+    async def table(self, exchange: str) -> list[tuple[str, str, str]]:
+        cached = self._tables.get(exchange)
+        if cached is not None and time.monotonic() - cached[0] < 2.0 and cached[1]:
+            return cached[1]
+        rows = await self._kv_get(f"binding.{escape(exchange)}") or []
+        table = [tuple(row) for row in rows]
+        self._tables[exchange] = (time.monotonic(), table)  # type: ignore[assignment]
+        return table  # type: ignore[return-value]
+
+    async def _kv_get(self, key: str) -> Any:
+        try:
+            entry = await self.kv.get(key)
+        except Exception:
+            return None
+        return json.loads(entry.value) if entry.value else None
+
+    async def _kv_put(self, key: str, value: Any) -> None:
+        await self.kv.put(key, json.dumps(value).encode())
+
+    # -- publishing -------------------------------------------------------------------------
+
+    async def put(self, queue: str, message: dict[str, Any]) -> None:
+        data = dumps(message).encode()
+        assert self.nc is not None
+        if len(data) > self.nc.max_payload:
+            raise MessageTooLarge(
+                f"message of {len(data)} bytes for {queue!r} exceeds the NATS server's "
+                f"max_payload ({self.nc.max_payload} bytes)")
+        transient = await self.is_transient(queue)
+        if transient:
+            await self.publish_core(SUBJECT_TRANSIENT + escape(queue), message)
+            return
+        headers = message.get("headers") or {}
+        msg_headers = {}
+        task_id = headers.get("id")
+        if task_id:
+            msg_id = f"{task_id}:{headers.get('retries', 0)}"
+            if headers.get("x_replay_id"):
+                msg_id += f":{headers['x_replay_id']}"
+            msg_headers["Nats-Msg-Id"] = msg_id
+        await self.js.publish(SUBJECT_QUEUE + escape(queue), data,
+                              headers=msg_headers or None, timeout=10)
+
+    async def publish_core(self, subject: str, message: dict[str, Any]) -> None:
+        assert self.nc is not None
+        await self.nc.publish(subject, dumps(message).encode())
+        await self.nc.flush(timeout=10)
+
+    async def dead_letter(self, targets: list[str], queue: str, msg: Msg,
+                          payload: dict[str, Any], reason: str, returns: int) -> None:
+        """Publish to the DLQ(s) with an ``x-death`` header, then ack the original.
+
+        ``targets`` is resolved on the Kombu side (routing reads the broker through this
+        same loop, so it must not be looked up from inside it)."""
+        headers = payload.setdefault("headers", {})
+        headers["x-death"] = [{"reason": reason, "queue": queue, "count": 1,
+                               "time": datetime.now(UTC).isoformat()}]
+        headers["x-delivery-count"] = returns
+        payload.get("properties", {}).pop("delivery_tag", None)
+        for target in targets:
+            await self.js.publish(SUBJECT_QUEUE + escape(target), dumps(payload).encode(),
+                                  timeout=10)
+        await msg.ack_sync(timeout=10)
+
+    # -- consuming --------------------------------------------------------------------------
+
+    async def start_consuming(self, channel: NatsChannel, queue: str,
+                              fanout_exchange: str | None) -> list[Any]:
+        handles: list[Any] = []
+
+        async def on_core(msg: Msg) -> None:
+            self.inbox.put((channel, queue, msg))
+
+        transient = await self.is_transient(queue)
+        if transient or transient is None:
+            assert self.nc is not None
+            handles.append(await self.nc.subscribe(SUBJECT_TRANSIENT + escape(queue),
+                                                   cb=on_core))
+        if fanout_exchange:
+            assert self.nc is not None
+            handles.append(await self.nc.subscribe(SUBJECT_FANOUT + escape(fanout_exchange),
+                                                   cb=on_core))
+        if transient is False:
+            subscription = await self.js.pull_subscribe_bind(CONSUMER, stream=escape(queue))
+            handles.append(asyncio.ensure_future(self._pull(channel, queue, subscription)))
+        return handles
+
+    async def stop_consuming(self, handle: Any) -> None:
+        if isinstance(handle, asyncio.Future):
+            handle.cancel()
+        else:
+            with contextlib.suppress(Exception):
+                await handle.unsubscribe()
+
+    def _credit_event(self, channel: NatsChannel) -> asyncio.Event:
+        event = self._credit_events.get(id(channel))
+        if event is None:
+            event = self._credit_events[id(channel)] = asyncio.Event()
+        return event
+
+    def notify_credit(self, channel: NatsChannel) -> None:
+        if self._thread is not None:
+            self._thread.loop.call_soon_threadsafe(lambda: self._credit_event(channel).set())
+
+    async def _pull(self, channel: NatsChannel, queue: str, subscription: Any) -> None:
+        """Long-poll one message at a time while the channel's prefetch allows."""
+        timeout = self._channel_option("fetch_timeout")
+        while True:
+            event = self._credit_event(channel)
+            while not channel.can_fetch():
+                event.clear()
+                await event.wait()
+            try:
+                msgs = await subscription.fetch(1, timeout=timeout)
+            except (TimeoutError, NatsTimeout):
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # reconnecting: nats-py retries; try again shortly
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                channel._adjust_outstanding(+1)  # counted from the fetch: prefetch is exact
+                self.inbox.put((channel, queue, msg))
+
+    async def fetch_one(self, queue: str, wait: float) -> Msg | None:
+        """``basic_get``: answers at once for an empty stream, else fetches one message."""
+        if await self.is_transient(queue):
+            return None
+        try:
+            info = await self.js.consumer_info(escape(queue), CONSUMER)
+        except NotFoundError:
+            return None
+        if not info.num_pending:  # nothing left that was never delivered
+            if not info.num_ack_pending:
+                return None
+            wait = min(wait, 0.2)  # only redeliveries could come: do not linger
+        subscription = self._get_subscriptions.get(queue)
+        if subscription is None:
+            subscription = await self.js.pull_subscribe_bind(CONSUMER, stream=escape(queue))
+            self._get_subscriptions[queue] = subscription
+        try:
+            msgs = await subscription.fetch(1, timeout=wait)
+        except (TimeoutError, NatsTimeout):
+            return None
+        return msgs[0] if msgs else None
+
+    async def _keep_in_progress(self) -> None:
+        """Tell JetStream every held message is still being worked on."""
+        interval = self._channel_option("ack_wait") / 3
+        while True:
+            await asyncio.sleep(interval)
+            for channel in list(self.channels):
+                for msg in channel.held_messages():
+                    with contextlib.suppress(Exception):
+                        await msg.in_progress()
+
+    def drain_events(self, connection: Any, timeout: Any = None) -> None:
+        """Block on the inbox (event-driven), deliver one message."""
+        try:
+            channel, queue, msg = self.inbox.get(timeout=timeout)
+        except queue_module.Empty:
+            raise TimeoutError() from None
+        is_jetstream = bool(msg.reply and msg.reply.startswith("$JS.ACK"))
+        if channel.closed:
+            if is_jetstream:
+                self.submit(msg.nak())  # back to the stream for another consumer
+            return
+        if is_jetstream:
+            payload = channel.accept_message(queue, msg)
+            if payload is None:
+                return
+        else:
+            payload = loads(msg.data)
+            payload.setdefault("properties", {})["delivery_tag"] = f"{queue}:core:{id(msg)}"
+        self._deliver(payload, queue)
