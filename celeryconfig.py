@@ -44,10 +44,12 @@ task_default_routing_key = "orchestrator_default"
 # The gate in front of the tasks: bad messages go to the DLQ with a reason, never dropped.
 worker_consumer = "orchestrator.failures.gate:GatedConsumer"
 
-# Observability: events for Flower, STARTED state, task names in results.
+# Observability: worker task events for Flower (received/started/succeeded/failed), task
+# names in results. Not the STARTED state in the backend nor "task-sent" events: each costs a
+# broker or backend round trip per task and Flower shows both from the worker's events.
 worker_send_task_events = True
-task_send_sent_event = True
-task_track_started = True
+task_send_sent_event = False
+task_track_started = False
 result_extended = True
 result_expires = _settings.result_expires
 

@@ -24,17 +24,46 @@ from typing import Any, Protocol
 import redis
 
 
+class Busy:
+    """Another delivery holds the claim on this key right now."""
+
+
+BUSY = Busy()
+
+
 class IdempotencyStore(Protocol):
-    """What the step runtime needs from a store; Redis is the default implementation."""
+    """What the step runtime needs from a store; Redis is the default implementation.
 
-    def get_result(self, key: str) -> dict[str, Any] | None: ...
+    Two calls per step run (one before, one after) keep the store off the hot path's budget.
+    """
 
-    def claim(self, key: str, owner: str, ttl: int) -> bool: ...
+    def claim_or_result(self, key: str, owner: str, ttl: int) -> dict[str, Any] | Busy | None:
+        """The stored result if the step already ran; :data:`BUSY` if another delivery runs
+        it now; ``None`` once the claim is ours."""
 
-    def store_result(self, key: str, result: dict[str, Any], ttl: int) -> None: ...
+    def store_and_release(self, key: str, owner: str, result: dict[str, Any],
+                          ttl: int) -> None:
+        """Keep ``result`` for ``ttl`` seconds and drop our claim."""
 
-    def release(self, key: str, owner: str) -> None: ...
+    def release(self, key: str, owner: str) -> None:
+        """Drop our claim without a result (the step failed)."""
 
+
+# KEYS: result key, claim key. ARGV: owner, claim ttl.
+_CLAIM_OR_RESULT = """
+local stored = redis.call('get', KEYS[1])
+if stored then return {1, stored} end
+if redis.call('set', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return {0, ''} end
+if redis.call('get', KEYS[2]) == ARGV[1] then return {0, ''} end
+return {2, ''}
+"""
+
+# KEYS: result key, claim key. ARGV: owner, result, result ttl.
+_STORE_AND_RELEASE = """
+redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3])
+if redis.call('get', KEYS[2]) == ARGV[1] then redis.call('del', KEYS[2]) end
+return 1
+"""
 
 _RELEASE_IF_OWNER = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -51,38 +80,33 @@ class RedisIdempotencyStore:
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
+        self._claim_or_result = client.register_script(_CLAIM_OR_RESULT)
+        self._store_and_release = client.register_script(_STORE_AND_RELEASE)
         self._release = client.register_script(_RELEASE_IF_OWNER)
 
     @classmethod
     def from_url(cls, url: str) -> RedisIdempotencyStore:
         return cls(redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5))
 
-    def get_result(self, key: str) -> dict[str, Any] | None:
-        raw = self._client.get(self.prefix + key + ":result")
-        if raw is None:
-            return None
-        value: dict[str, Any] = json.loads(raw)
-        return value
+    def _keys(self, key: str) -> list[str]:
+        return [self.prefix + key + ":result", self.prefix + key + ":claim"]
 
-    def claim(self, key: str, owner: str, ttl: int) -> bool:
-        """Take the right to run ``key``; False while another delivery holds it.
+    def claim_or_result(self, key: str, owner: str, ttl: int) -> dict[str, Any] | Busy | None:
+        """One round trip. The owner is the task id, so a redelivery of the *same* message
+        (after its worker died) takes over its own stale claim at once."""
+        status, stored = self._claim_or_result(keys=self._keys(key), args=[owner, max(ttl, 1)])
+        if int(status) == 1:
+            value: dict[str, Any] = json.loads(stored)
+            return value
+        return BUSY if int(status) == 2 else None
 
-        The owner is the task id, so a redelivery of the *same* message (after its worker died)
-        may take over its own stale claim at once instead of waiting for the TTL.
-        """
-        name = self.prefix + key + ":claim"
-        if self._client.set(name, owner, nx=True, ex=max(ttl, 1)):
-            return True
-        holder = self._client.get(name)
-        if isinstance(holder, bytes):
-            holder = holder.decode()
-        return holder == owner
-
-    def store_result(self, key: str, result: dict[str, Any], ttl: int) -> None:
-        self._client.set(self.prefix + key + ":result", json.dumps(result), ex=max(ttl, 1))
+    def store_and_release(self, key: str, owner: str, result: dict[str, Any],
+                          ttl: int) -> None:
+        self._store_and_release(keys=self._keys(key),
+                                args=[owner, json.dumps(result), max(ttl, 1)])
 
     def release(self, key: str, owner: str) -> None:
-        self._release(keys=[self.prefix + key + ":claim"], args=[owner])
+        self._release(keys=[self._keys(key)[1]], args=[owner])
 
 
 def default_idempotency_key(correlation_id: str, step: str, position: int | None = None) -> str:

@@ -25,6 +25,7 @@ from orchestrator.envelope import Envelope, EnvelopeError
 from orchestrator.failures import dead_letter
 from orchestrator.failures.errors import is_retryable
 from orchestrator.idempotency import (
+    Busy,
     IdempotencyStore,
     RedisIdempotencyStore,
     default_idempotency_key,
@@ -113,13 +114,13 @@ class StepTask(Task):  # type: ignore[misc]
     def _run_once(self, spec: StepSpec, context: StepContext) -> dict[str, Any]:
         store = self.idempotency_store()
         key = context.idempotency_key
-        stored = store.get_result(key)
-        if stored is not None:
-            logger.info("step already done for key %s: returning the stored result", key)
-            return stored
         owner = context.task_id
-        if not store.claim(key, owner, ttl=int(spec.time_limit) + 60):
+        claimed = store.claim_or_result(key, owner, ttl=int(spec.time_limit) + 60)
+        if isinstance(claimed, Busy):
             raise StepInProgress(f"another delivery of {key} is running")
+        if claimed is not None:
+            logger.info("step already done for key %s: returning the stored result", key)
+            return claimed
         try:
             payload_out = spec.function(merged_payload(context.inputs), context)
             if not isinstance(payload_out, dict):
@@ -127,10 +128,11 @@ class StepTask(Task):  # type: ignore[misc]
                     f"{spec.task_name} returned {type(payload_out).__name__}, not a dict payload"
                 )
             reply = context.inputs[0].reply(spec.produces, payload_out).to_dict()
-            store.store_result(key, reply, ttl=get_settings().idempotency_ttl)
-            return reply
-        finally:
+        except BaseException:
             store.release(key, owner)
+            raise
+        store.store_and_release(key, owner, reply, ttl=get_settings().idempotency_ttl)
+        return reply
 
     def _handle_failure(self, exc: Exception, correlation_id: str | None) -> None:
         """Retry with backoff, or dead-letter with details; returns only to re-raise ``exc``."""

@@ -104,6 +104,17 @@ class GatedConsumer(Consumer):  # type: ignore[misc]
 
         return on_task_received
 
+    def connection_for_write(self, url: str | None = None, heartbeat: float | None = None) -> Any:
+        """The connection Celery's ``Events`` step publishes task events on.
+
+        Events are telemetry for Flower: waiting for a publisher confirm on each of them (three
+        per task) would halve throughput for nothing, so this connection does not ask for
+        confirms. Task messages and dead letters keep theirs (``app.producer_pool``).
+        """
+        options = {**self.app.conf.broker_transport_options, "confirm_publish": False}
+        return self.ensure_connected(self.app.connection_for_write(
+            url=url, heartbeat=heartbeat, transport_options=options))
+
     def refuse(self, message: Message, refused: MessageRefused) -> None:
         """Dead-letter ``message`` with the reason, then ack it; reject if we cannot."""
         queue = queue_of(message)

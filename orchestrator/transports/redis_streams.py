@@ -287,7 +287,8 @@ class Channel(kombu_redis.Channel):
                 self.client.connection.disconnect()
                 raise
             except self.ResponseError as exc:
-                if "NOGROUP" in str(exc):
+                # NOGROUP: the group is gone; UNBLOCKED: a consumed stream was deleted.
+                if "NOGROUP" in str(exc) or "UNBLOCKED" in str(exc):
                     self._groups_made.clear()
                     with self.conn_or_acquire() as client:
                         for queue in self.active_queues:
