@@ -27,6 +27,10 @@ task_acks_late = True
 task_acks_on_failure = False  # non-step tasks: a failure rejects, the broker dead-letters it
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = _settings.prefetch_multiplier
+# A pool process that died gets 3 s (Celery: 10 s) to have its result arrive before the task
+# is declared lost and its message requeued: the result is in the pipe before the process
+# exits, and a long wait only delays the redelivery of a poison message.
+worker_lost_wait = 3.0
 broker_transport_options = {"confirm_publish": True, **_settings.broker_transport_options}
 broker_connection_retry_on_startup = True
 broker_connection_timeout = 5.0

@@ -48,6 +48,21 @@ def correlation_id_from_request(request: Any) -> str | None:
     return str(value) if value else None
 
 
+_base_factory = logging.getLogRecordFactory()
+
+
+def _record_with_correlation_id(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    """Every record gets ``correlation_id``, whichever logger or handler it goes through
+    (billiard's and Kombu's loggers included), so format strings can always use it."""
+    record = _base_factory(*args, **kwargs)
+    record.correlation_id = _current.get() or NO_CORRELATION
+    return record
+
+
+if getattr(_base_factory, "__name__", "") != _record_with_correlation_id.__name__:
+    logging.setLogRecordFactory(_record_with_correlation_id)
+
+
 class CorrelationIdFilter(logging.Filter):
     """Adds ``record.correlation_id`` so every log format can print it."""
 
