@@ -48,13 +48,14 @@ task_default_routing_key = "orchestrator_default"
 # The gate in front of the tasks: bad messages go to the DLQ with a reason, never dropped.
 worker_consumer = "orchestrator.failures.gate:GatedConsumer"
 
-# Observability: worker task events for Flower (received/started/succeeded/failed), task
-# names in results. Not the STARTED state in the backend nor "task-sent" events: each costs a
-# broker or backend round trip per task and Flower shows both from the worker's events.
+# Observability: worker task events for Flower (received/started/succeeded/failed). Not the
+# STARTED state in the backend, "task-sent" events or extended results: each costs a broker
+# or backend round trip (or a bigger write) per task, and Flower shows all of it from the
+# worker's events.
 worker_send_task_events = True
 task_send_sent_event = False
 task_track_started = False
-result_extended = True
+result_extended = False
 result_expires = _settings.result_expires
 
 # Every log line a task writes carries the pipeline's correlation id.

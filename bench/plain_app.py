@@ -4,7 +4,7 @@ Same as ``celeryconfig.py``: JSON only, ``acks_late``, requeue on a lost worker,
 publisher confirms, the same time limits, a Redis result backend. Not here (the orchestrator's
 layer, whose cost is what the bench measures): the message gate, envelopes, the correlation
 header, idempotency, quorum queues with dead-lettering, and, unless ``--plain-observability``
-asks for them, task events, ``STARTED`` state and extended results.
+asks for them, worker task events and extended results.
 
 It must not import the orchestrator. Exception: a broker URL whose transport is not one of
 Kombu's (``redis-streams://``, ``nats://``) needs this project's transports registered, and
@@ -81,8 +81,6 @@ def settings(broker_url: str, redis_url: str, observability: bool) -> dict[str, 
     if observability:
         conf.update({
             "worker_send_task_events": True,
-            "task_send_sent_event": True,
-            "task_track_started": True,
             "result_extended": True,
         })
     return conf

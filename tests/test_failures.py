@@ -279,6 +279,27 @@ def test_sigkill_mid_task_completes_exactly_once_after_restart(
 
 
 @pytest.mark.crash
+def test_two_publications_of_one_step_run_it_once(
+    on_broker: object, crash_env: dict[str, str], crash_workers: list[WorkerProcess],
+    log_dir: Path, tmp_path: Path,
+) -> None:
+    """The same step of the same request published twice, delivered concurrently to two
+    pool processes: one runs, the other waits for the claim and returns the stored result."""
+    from orchestrator.pipeline import run_pipeline
+
+    start_crash_worker(crash_env, log_dir, crash_workers, concurrency=2)
+    effects = tmp_path / "effects"
+    correlation_id = str(uuid.uuid4())
+    payload = {"seconds": 1.5, "effects_file": str(effects)}
+    first = run_pipeline("lento", payload, correlation_id=correlation_id)
+    second = run_pipeline("lento", payload, correlation_id=correlation_id)
+    [one] = first.wait(timeout=TIMEOUT)
+    [two] = second.wait(timeout=TIMEOUT)
+    assert one.payload == two.payload, "the second delivery returned the stored result"
+    assert effects.read_text().splitlines() == [f"{correlation_id}:escavador_lento"]
+
+
+@pytest.mark.crash
 def test_poison_message_is_dead_lettered_after_the_delivery_limit(
     on_broker: object, crash_env: dict[str, str], crash_workers: list[WorkerProcess],
     log_dir: Path,

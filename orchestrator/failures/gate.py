@@ -18,11 +18,10 @@ from celery.worker.consumer import Consumer
 from kombu.message import Message
 
 from orchestrator.correlation import HEADER
-from orchestrator.envelope import Envelope, EnvelopeError
+from orchestrator.envelope import Envelope
 from orchestrator.failures import dead_letter
 from orchestrator.failures.errors import MessageRefused
 from orchestrator.settings import get_settings
-from orchestrator.step_task import StepTask, parse_inputs
 from orchestrator.topology import topology
 
 logger = logging.getLogger("orchestrator.gate")
@@ -66,13 +65,9 @@ def inspect_message(message: Message, tasks: Any, max_bytes: int) -> None:
             and isinstance(decoded[0], list) and isinstance(decoded[1], dict)):
         raise MessageRefused(dead_letter.REASON_MALFORMED,
                              "body is not a Celery task body [args, kwargs, embed]")
-    if isinstance(task, StepTask):
-        args, kwargs = decoded[0], decoded[1]
-        entrada = args[0] if args else kwargs.get("entrada")
-        try:
-            parse_inputs(entrada, task.step_spec)
-        except EnvelopeError as exc:
-            raise MessageRefused(dead_letter.REASON_INVALID_ENVELOPE, str(exc)) from None
+    # The envelope itself is validated by the step runtime, in the pool process, which
+    # dead-letters an invalid one with reason invalid_envelope: validating it here too would
+    # put pydantic on the main process, the one that moves every message.
 
 
 def correlation_id_of(message: Message) -> str | None:

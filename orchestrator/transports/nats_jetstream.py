@@ -193,12 +193,16 @@ class NatsChannel(virtual.Channel):
     # -- publishing -------------------------------------------------------------------------
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
-        self.transport.run(self.transport.put(queue, message))
+        if self.transport.known_transient(queue):
+            # Live-only (events, replies): nothing to confirm, so do not wait for the loop.
+            self.transport.submit(self.transport.put(queue, message))
+        else:
+            self.transport.run(self.transport.put(queue, message))
 
     def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str,
                     **kwargs: Any) -> None:
-        self.transport.run(self.transport.publish_core(SUBJECT_FANOUT + escape(exchange),
-                                                       message))
+        self.transport.submit(self.transport.publish_core(SUBJECT_FANOUT + escape(exchange),
+                                                          message))
 
     # -- consuming --------------------------------------------------------------------------
 
@@ -448,6 +452,10 @@ class Transport(virtual.Transport):
     def _channel_option(self, name: str) -> float:
         return float(self.client.transport_options.get(name, getattr(NatsChannel, name)))
 
+    def known_transient(self, queue: str) -> bool:
+        """True only when this process already knows ``queue`` is transient."""
+        return self._known.get(queue) is True
+
     async def is_transient(self, queue: str) -> bool | None:
         if queue in self._known:
             return self._known[queue]
@@ -570,9 +578,10 @@ class Transport(virtual.Transport):
                               headers=msg_headers or None, timeout=10)
 
     async def publish_core(self, subject: str, message: dict[str, Any]) -> None:
+        """Live delivery (events, remote control, replies): nats-py's flusher sends it on the
+        next loop turn; waiting for a PONG here would cost a round trip per event."""
         assert self.nc is not None
         await self.nc.publish(subject, dumps(message).encode())
-        await self.nc.flush(timeout=10)
 
     async def dead_letter(self, targets: list[str], queue: str, msg: Msg,
                           payload: dict[str, Any], reason: str, returns: int) -> None:

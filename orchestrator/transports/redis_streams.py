@@ -30,10 +30,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue as queue_module
 import socket
 import ssl
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from time import monotonic
 from typing import Any
@@ -119,6 +122,53 @@ def _entries(response: Any) -> list[tuple[str, str, dict[str, Any]]]:
     return found
 
 
+class FanoutSender:
+    """Publishes fanout messages (Celery events, remote-control broadcasts) from a thread.
+
+    They are live-only telemetry (pub/sub: nobody listening, nothing kept), so the channel
+    need not wait for Redis's reply to each: a worker's event loop would spend a round trip
+    per task event. The thread batches what accumulated into one pipeline, in order.
+    """
+
+    _STOP = object()
+
+    def __init__(self, client_factory: Any) -> None:
+        self._client_factory = client_factory
+        self._queue: queue_module.Queue[Any] = queue_module.Queue()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="streams-fanout")
+        self._thread.start()
+
+    def publish(self, topic: str, payload: str) -> None:
+        self._queue.put((topic, payload))
+
+    def _run(self) -> None:
+        client = self._client_factory()
+        while True:
+            item = self._queue.get()
+            batch = [item]
+            while len(batch) < 200:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue_module.Empty:
+                    break
+            stop = any(entry is self._STOP for entry in batch)
+            messages = [entry for entry in batch if entry is not self._STOP]
+            if messages:
+                try:
+                    with client.pipeline(transaction=False) as pipe:
+                        for topic, payload in messages:
+                            pipe.publish(topic, payload)
+                        pipe.execute()
+                except Exception:  # telemetry: a lost event is not worth a crash
+                    pass
+            if stop:
+                return
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._queue.put(self._STOP)
+        self._thread.join(timeout)
+
+
 class QueueConfig:
     """Dead-lettering arguments a queue was declared with (RabbitMQ's names)."""
 
@@ -196,6 +246,18 @@ class Channel(kombu_redis.Channel):
         params: dict[str, Any] = super()._connparams(asynchronous)
         return params
 
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        """One pooled client per channel instead of a new client object per command (the
+        pool behind it is thread-safe); the stock transport builds one each time."""
+        if client is not None:
+            yield client
+            return
+        pooled = self.__dict__.get("_pooled_client")
+        if pooled is None or pooled.connection_pool is not self.pool:
+            pooled = self.__dict__["_pooled_client"] = self._create_client()
+        yield pooled
+
     @cached_property
     def _scripts(self) -> dict[str, Any]:
         """Lua scripts, registered once; always *called* with a pooled client, because
@@ -237,6 +299,16 @@ class Channel(kombu_redis.Channel):
                     pipe.execute()
             else:
                 client.xadd(queue, {"payload": dumps(message), "returns": 0})
+
+    def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str,
+                    **kwargs: Any) -> None:
+        kwargs.pop("_publish_batch", None)
+        sender = self.__dict__.get("_fanout_sender")
+        if sender is None:
+            sender = self.__dict__["_fanout_sender"] = FanoutSender(self._create_client)
+        payload = dumps(message)
+        for topic in self._get_publish_topics(exchange, routing_key):
+            sender.publish(topic, payload)
 
     def _size(self, queue: str) -> int:
         with self.conn_or_acquire() as client:
@@ -461,6 +533,9 @@ class Channel(kombu_redis.Channel):
 
     def close(self) -> None:
         self._heartbeat_stop.set()
+        sender = self.__dict__.pop("_fanout_sender", None)
+        if sender is not None:
+            sender.close()
         super().close()
         if self._heartbeat is not None:
             try:
