@@ -9,11 +9,13 @@ correlation id and the step name (overridable per step), and the store keeps, pe
 - the *result*, kept for ``ORCHESTRATOR_IDEMPOTENCY_TTL`` seconds, returned to any later
   delivery instead of running the step again.
 
+Both take one round trip each (a Lua script before the step, one after it).
+
 What this cannot do alone: if a worker dies *during* the side effect, before the result is
-stored, the redelivery runs the step again once the claim expires. Steps with external effects
-therefore also receive the key (``StepContext.idempotency_key``) to make the effect itself
-idempotent, as ``executador_arquivo`` (dedup in the file) and ``executador_webhook``
-(``Idempotency-Key`` header) do.
+stored, the redelivery (same task id, so it takes over its own claim) runs the step again.
+Steps with external effects therefore also receive the key (``StepContext.idempotency_key``)
+to make the effect itself idempotent, as ``executador_arquivo`` (dedup in the file) and
+``executador_webhook`` (``Idempotency-Key`` header) do.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ def test_every_cli_command_the_readme_shows_exists() -> None:
     runner = CliRunner()
     for command in (["run", "--help"], ["topology", "--help"], ["dev", "--help"],
                     ["dlq", "list", "--help"], ["dlq", "show", "--help"],
-                    ["dlq", "replay", "--help"], ["dlq", "purge", "--help"]):
+                    ["dlq", "replay", "--help"], ["dlq", "purge", "--help"],
+                    ["metrics", "--help"]):
         result = runner.invoke(cli, command)
         assert result.exit_code == 0, (command, result.output)

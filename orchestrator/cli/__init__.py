@@ -9,6 +9,7 @@ import click
 from orchestrator.cli.common import fail_cleanly
 from orchestrator.cli.dev import dev_command
 from orchestrator.cli.dlq import dlq_group
+from orchestrator.cli.metrics import metrics_command
 from orchestrator.cli.run import run_command
 from orchestrator.cli.topology import topology_command
 
@@ -22,6 +23,7 @@ cli.add_command(run_command)
 cli.add_command(topology_command)
 cli.add_command(dlq_group)
 cli.add_command(dev_command)
+cli.add_command(metrics_command)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Observability beyond Flower: Prometheus metrics for queues, dead letters and tasks."""
