@@ -32,6 +32,7 @@ from orchestrator.idempotency import (
 )
 from orchestrator.settings import get_settings
 from orchestrator.steps import StepContext, StepSpec
+from orchestrator.topology import dlq_name, dlx_name
 
 logger = get_task_logger("orchestrator.step")
 
@@ -52,7 +53,9 @@ class StepTask(Task):  # type: ignore[misc]
     acks_on_timeout = False  # a hard time limit requeues: the delivery limit bounds it
     reject_on_worker_lost = True
     max_retries = None  # the step's RetryPolicy decides, not Celery's counter
-    typing = False  # the gate validates arguments before the pool sees them
+    # No signature check when publishing: a message with wrong arguments reaches the step,
+    # fails with TypeError (a final error) and is dead-lettered with its details.
+    typing = False
 
     _store: ClassVar[IdempotencyStore | None] = None
 
@@ -171,8 +174,8 @@ class StepTask(Task):  # type: ignore[misc]
         try:
             signature = self.signature_from_request(request)
             signature.apply_async(
-                exchange=self.step_spec_dlx(),
-                routing_key=self.step_spec.queue + ".dlq",
+                exchange=dlx_name(self.step_spec.queue),
+                routing_key=dlq_name(self.step_spec.queue),
                 headers=headers,
                 retries=request.retries or 0,
             )
@@ -180,12 +183,9 @@ class StepTask(Task):  # type: ignore[misc]
             logger.error("could not publish the dead letter (%s); rejecting to the broker DLX",
                          publish_error)
             raise Reject(reason, requeue=False) from exc
-        logger.error("dead-lettered to %s.dlq (%s): %s: %s", self.step_spec.queue, reason,
-                     type(exc).__name__, exc)
+        logger.error("dead-lettered to %s (%s): %s: %s", dlq_name(self.step_spec.queue),
+                     reason, type(exc).__name__, exc)
         raise exc
-
-    def step_spec_dlx(self) -> str:
-        return self.step_spec.queue + ".dlx"
 
 
 def parse_inputs(entrada: Any, spec: StepSpec) -> tuple[Envelope, ...]:

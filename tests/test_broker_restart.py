@@ -8,7 +8,6 @@ during and after the restart must all complete.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import uuid
@@ -21,22 +20,13 @@ import pytest
 from orchestrator.devmode.embedded_broker import EmbeddedBroker
 from orchestrator.pipeline import PipelineHandle, run_pipeline
 from tests.conftest import SHARED_WORKER_MODULES, use_broker
+from tests.support.net import free_port, port_open
 from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcess, worker_env
 
 pytestmark = [pytest.mark.broker, pytest.mark.crash]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 class NatsServer:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,17 +15,13 @@ import pytest
 
 from orchestrator.pipeline import run_pipeline
 from tests.support.brokers import BrokerUnderTest
+from tests.support.net import free_port
 from tests.support.waiting import wait_until
 from tests.support.workers import REPO, WorkerProcess
 
 pytestmark = pytest.mark.broker
 ORCHESTRATOR_CLI = str(Path(sys.executable).with_name("orchestrator"))
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import pytest
 from orchestrator.devmode.feed_server import SAMPLE_CHANNEL_ID
 from orchestrator.settings import get_settings
 from tests.support.brokers import BrokerUnderTest
+from tests.support.net import free_port
 from tests.support.waiting import wait_until
 from tests.support.workers import REPO, WorkerProcess, worker_env
 
@@ -78,11 +78,6 @@ def test_cli_dlq_commands_round_trip(worker: WorkerProcess, on_broker: BrokerUnd
     assert listed() == []
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 @pytest.fixture()
 def flower(broker: BrokerUnderTest, log_dir: Path) -> Iterator[str]:
@@ -114,28 +109,35 @@ def flower(broker: BrokerUnderTest, log_dir: Path) -> Iterator[str]:
 def test_flower_lists_the_pipeline_tasks_behind_basic_auth(
     worker: WorkerProcess, on_broker: BrokerUnderTest, flower: str
 ) -> None:
+    """Flower's task list comes from the worker's events: run pipelines until the events
+    receiver (started asynchronously by Flower) has seen one whole pipeline."""
     from orchestrator.pipeline import run_pipeline
 
     assert httpx.get(flower + "/api/workers", timeout=5).status_code == 401
     auth = ("operador", "segredo")
+    seen: dict[str, dict[str, object]] = {}
 
-    def worker_known() -> bool:
-        response = httpx.get(flower + "/api/workers", params={"refresh": "1"}, auth=auth,
-                             timeout=15)
-        return response.status_code == 200 and worker.nodename in response.json()
+    def pipeline_listed() -> set[str]:
+        handle = run_pipeline("eco", {"flower": True}, execute=["eco"])
+        handle.wait(timeout=60)
+        task_ids = {handle.result.id, handle.result.parent.id}
 
-    wait_until(worker_known, timeout=60, message="Flower seeing the worker")
-    handle = run_pipeline("eco", {"flower": True}, execute=["eco"])
-    handle.wait(timeout=60)
-    task_ids = {handle.result.id, handle.result.parent.id}
+        def listed() -> set[str]:
+            response = httpx.get(flower + "/api/tasks", auth=auth, timeout=10)
+            assert response.status_code == 200
+            tasks = response.json()
+            if not task_ids <= set(tasks):
+                return set()
+            seen.update(tasks)
+            return task_ids
 
-    def tasks_listed() -> dict[str, dict[str, object]]:
-        response = httpx.get(flower + "/api/tasks", auth=auth, timeout=5)
-        assert response.status_code == 200
-        tasks = response.json()
-        return tasks if task_ids <= set(tasks) else {}
+        try:
+            return wait_until(listed, timeout=5, message="the tasks in Flower")
+        except AssertionError:
+            return set()
 
-    tasks = wait_until(tasks_listed, timeout=60, message="Flower listing the pipeline's tasks")
-    names = {tasks[task_id]["name"] for task_id in task_ids}
-    assert names == {"escavador_eco", "executador_eco"}
-    assert all(tasks[task_id]["state"] == "SUCCESS" for task_id in task_ids)
+    task_ids = wait_until(pipeline_listed, timeout=90, interval=0.5,
+                          message="Flower listing a pipeline's tasks")
+    assert {seen[task_id]["name"] for task_id in task_ids} == {"escavador_eco",
+                                                                "executador_eco"}
+    assert all(seen[task_id]["state"] == "SUCCESS" for task_id in task_ids)

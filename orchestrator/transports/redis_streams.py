@@ -50,7 +50,10 @@ from kombu.utils.objects import cached_property
 GROUP = "orchestrator"
 ALIVE_PREFIX = "_orchestrator.streams.alive."
 
-_REQUEUE = """
+# Shared head of both moves: read the entry, ack it (only the first caller gets 1, so two
+# reclaimers never move one message twice), and copy its fields but the return count (and,
+# when ARGV[4] is '1', an earlier death's details, which a new dead-lettering replaces).
+_MOVE_HEAD = """
 local entry = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 or #entry == 0 then
     redis.call('XDEL', KEYS[1], ARGV[2])
@@ -59,11 +62,15 @@ end
 local fields = entry[1][2]
 local out = {}
 for i = 1, #fields, 2 do
-    if fields[i] ~= 'returns' then
+    if fields[i] ~= 'returns' and not (ARGV[4] == '1' and fields[i] == 'dead_letter') then
         out[#out + 1] = fields[i]
         out[#out + 1] = fields[i + 1]
     end
 end
+"""
+
+# Back to the tail of its own stream with a new return count (ARGV[3]).
+_REQUEUE = _MOVE_HEAD + """
 out[#out + 1] = 'returns'
 out[#out + 1] = ARGV[3]
 redis.call('XADD', KEYS[1], '*', unpack(out))
@@ -71,20 +78,8 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
 """
 
-_DEAD_LETTER = """
-local entry = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 or #entry == 0 then
-    redis.call('XDEL', KEYS[1], ARGV[2])
-    return 0
-end
-local fields = entry[1][2]
-local out = {}
-for i = 1, #fields, 2 do
-    if fields[i] ~= 'returns' and fields[i] ~= 'dead_letter' then
-        out[#out + 1] = fields[i]
-        out[#out + 1] = fields[i + 1]
-    end
-end
+# To every dead-letter stream in KEYS[2..], with the x-death details (ARGV[3]).
+_DEAD_LETTER = _MOVE_HEAD + """
 out[#out + 1] = 'returns'
 out[#out + 1] = '0'
 out[#out + 1] = 'dead_letter'
@@ -227,6 +222,7 @@ class Channel(kombu_redis.Channel):
         self._heartbeat: threading.Thread | None = None
         self._last_reclaim = 0.0
         self._groups_made: set[str] = set()
+        self._reclaimed_on_get: set[str] = set()
         super().__init__(*args, **kwargs)
         if self.global_keyprefix:
             raise ValueError("redis-streams: global_keyprefix is not supported")
@@ -326,7 +322,9 @@ class Channel(kombu_redis.Channel):
         with self.conn_or_acquire() as client:
             if queue not in self._groups_made:
                 self._ensure_group(client, queue)
-            self.reclaim(client, queue)
+            if queue not in self._reclaimed_on_get:  # once per channel: browsing a DLQ
+                self._reclaimed_on_get.add(queue)    # calls this for every message
+                self.reclaim(client, queue)
             response = client.xreadgroup(GROUP, self.consumer_name, {queue: ">"}, count=1)
         entries = _entries(response)
         if not entries:
@@ -381,7 +379,7 @@ class Channel(kombu_redis.Channel):
             # Several streams had data at once: hand back what exceeds the prefetch window,
             # uncounted, so prefetch is honoured exactly.
             self._run_script("requeue", [stream],
-                             [GROUP, entry_id, _text(fields.get("returns", 0))])
+                             [GROUP, entry_id, _text(fields.get("returns", 0)), "0"])
         for stream, entry_id, fields in entries[:room]:
             self._queue_cycle.rotate(stream)
             self.connection._deliver(self._to_message(stream, entry_id, fields), stream)
@@ -436,7 +434,7 @@ class Channel(kombu_redis.Channel):
                 and returns > config.delivery_limit:
             self._move_to_dead_letters(stream, entry_id, "delivery_limit", returns)
         else:
-            self._run_script("requeue", [stream], [GROUP, entry_id, returns])
+            self._run_script("requeue", [stream], [GROUP, entry_id, returns, "0"])
 
     def _restore(self, message: Any, leftmost: bool = False) -> None:
         """Channel closing with unacked messages: they count as returned, as on RabbitMQ."""
@@ -468,7 +466,8 @@ class Channel(kombu_redis.Channel):
             }],
             "x-delivery-count": returns,
         }
-        self._run_script("dead_letter", [stream, *targets], [GROUP, entry_id, json.dumps(death)])
+        self._run_script("dead_letter", [stream, *targets],
+                         [GROUP, entry_id, json.dumps(death), "1"])
 
     # -- liveness and reclaiming ------------------------------------------------------------
 
