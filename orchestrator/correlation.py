@@ -63,23 +63,6 @@ if getattr(_base_factory, "__name__", "") != _record_with_correlation_id.__name_
     logging.setLogRecordFactory(_record_with_correlation_id)
 
 
-class CorrelationIdFilter(logging.Filter):
-    """Adds ``record.correlation_id`` so every log format can print it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "correlation_id"):
-            record.correlation_id = _current.get() or NO_CORRELATION
-        return True
-
-
-def install_log_filter(logger: logging.Logger) -> None:
-    """Attach the filter to ``logger`` and its handlers (idempotent)."""
-    targets: list[logging.Filterer] = [logger, *logger.handlers]
-    for target in targets:
-        if not any(isinstance(f, CorrelationIdFilter) for f in target.filters):
-            target.addFilter(CorrelationIdFilter())
-
-
 def _propagate_header(headers: dict[str, Any] | None = None, **_: Any) -> None:
     """Copy the running task's correlation id into every message it publishes."""
     if headers is None or headers.get(HEADER):
@@ -98,13 +81,6 @@ def _unbind_on_postrun(**_: Any) -> None:
     _current.set(None)
 
 
-def _install_filters(logger: logging.Logger | None = None, **_: Any) -> None:
-    if logger is not None:
-        install_log_filter(logger)
-
-
 signals.before_task_publish.connect(_propagate_header, weak=False)
 signals.task_prerun.connect(_bind_on_prerun, weak=False)
 signals.task_postrun.connect(_unbind_on_postrun, weak=False)
-signals.after_setup_logger.connect(_install_filters, weak=False)
-signals.after_setup_task_logger.connect(_install_filters, weak=False)

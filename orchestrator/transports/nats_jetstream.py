@@ -147,7 +147,7 @@ class NatsChannel(virtual.Channel):
         self._fanout_bindings: dict[str, str] = {}  # queue -> fanout exchange
         self._consumer_tasks: dict[str, list[Any]] = {}
         self._outstanding = 0
-        self._credit = threading.Condition()
+        self._outstanding_lock = threading.Lock()
 
     # -- declaration ------------------------------------------------------------------------
 
@@ -237,10 +237,9 @@ class NatsChannel(virtual.Channel):
         return not limit or self._outstanding < limit
 
     def _adjust_outstanding(self, delta: int) -> None:
-        with self._credit:
+        with self._outstanding_lock:
             self._outstanding += delta
-            self._credit.notify_all()
-        self.transport.notify_credit(self)
+        self.transport.notify_credit(self)  # wakes this channel's pull loops
 
     def basic_qos(self, *args: Any, **kwargs: Any) -> None:
         super().basic_qos(*args, **kwargs)
@@ -306,6 +305,7 @@ class NatsChannel(virtual.Channel):
                     self.transport.run(self.transport.stop_consuming(handle), timeout=10)
         with contextlib.suppress(Exception):
             self.qos.restore_unacked_once()
+        self.transport.forget_channel(self)
         super().close()
 
 
@@ -634,6 +634,10 @@ class Transport(virtual.Transport):
         if event is None:
             event = self._credit_events[id(channel)] = asyncio.Event()
         return event
+
+    def forget_channel(self, channel: NatsChannel) -> None:
+        """Drop a closed channel's credit event (one per channel, kept by id)."""
+        self._credit_events.pop(id(channel), None)
 
     def notify_credit(self, channel: NatsChannel) -> None:
         if self._thread is not None:
