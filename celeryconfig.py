@@ -8,12 +8,15 @@ publisher confirms so a publish that returned is on the broker.
 
 from __future__ import annotations
 
+from orchestrator.result_backend import backend_url
 from orchestrator.settings import get_settings
 
 _settings = get_settings()
 
 broker_url = _settings.broker_url
-result_backend = _settings.result_backend
+# A Redis backend gets the orchestrator's subclass: one round trip per stored result,
+# idempotency record included (see orchestrator.result_backend).
+result_backend = backend_url(_settings.result_backend)
 
 # Serialization: JSON only, both ways. Never pickle.
 task_serializer = "json"

@@ -9,7 +9,8 @@ correlation id and the step name (overridable per step), and the store keeps, pe
 - the *result*, kept for ``ORCHESTRATOR_IDEMPOTENCY_TTL`` seconds, returned to any later
   delivery instead of running the step again.
 
-Both take one round trip each (a Lua script before the step, one after it).
+One round trip before the step (a Lua script); the one after it is shared with the task's
+result when the result backend is Redis (:mod:`orchestrator.result_backend`).
 
 What this cannot do alone: if a worker dies *during* the side effect, before the result is
 stored, the redelivery (same task id, so it takes over its own claim) runs the step again.
@@ -21,9 +22,20 @@ to make the effect itself idempotent, as ``executador_arquivo`` (dedup in the fi
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis
+
+
+@dataclass(frozen=True)
+class IdempotencyWrite:
+    """A step's result, to be kept under its idempotency key, and the claim to drop."""
+
+    key: str
+    owner: str
+    result: dict[str, Any]
+    ttl: int
 
 
 class Busy:
@@ -90,8 +102,13 @@ class RedisIdempotencyStore:
     def from_url(cls, url: str) -> RedisIdempotencyStore:
         return cls(redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5))
 
+    @classmethod
+    def keys_for(cls, key: str) -> list[str]:
+        """The result key and the claim key of an idempotency key (result backend too)."""
+        return [cls.prefix + key + ":result", cls.prefix + key + ":claim"]
+
     def _keys(self, key: str) -> list[str]:
-        return [self.prefix + key + ":result", self.prefix + key + ":claim"]
+        return self.keys_for(key)
 
     def claim_or_result(self, key: str, owner: str, ttl: int) -> dict[str, Any] | Busy | None:
         """One round trip. The owner is the task id, so a redelivery of the *same* message

@@ -27,9 +27,11 @@ from orchestrator.failures.errors import is_retryable
 from orchestrator.idempotency import (
     Busy,
     IdempotencyStore,
+    IdempotencyWrite,
     RedisIdempotencyStore,
     default_idempotency_key,
 )
+from orchestrator.result_backend import StepResultBackend
 from orchestrator.settings import get_settings
 from orchestrator.steps import StepContext, StepSpec
 from orchestrator.topology import dlq_name, dlx_name
@@ -134,8 +136,39 @@ class StepTask(Task):  # type: ignore[misc]
         except BaseException:
             store.release(key, owner)
             raise
-        store.store_and_release(key, owner, reply, ttl=get_settings().idempotency_ttl)
+        self._keep_result(store, IdempotencyWrite(key, owner, reply,
+                                                  get_settings().idempotency_ttl))
         return reply
+
+    def _keep_result(self, store: IdempotencyStore, write: IdempotencyWrite) -> None:
+        """Store the step's result under its idempotency key and drop the claim.
+
+        When the result backend is the same Redis, the write rides along with the task
+        result Celery stores right after this returns (one round trip instead of two);
+        :meth:`after_return` writes whatever the backend did not.
+        """
+        backend = self.backend
+        if isinstance(backend, StepResultBackend) and self._store_is_the_backend():
+            backend.defer_idempotency_write(str(self.request.id), write)
+            return
+        store.store_and_release(write.key, write.owner, write.result, ttl=write.ttl)
+
+    @staticmethod
+    def _store_is_the_backend() -> bool:
+        settings = get_settings()
+        return settings.idempotency_url in (None, settings.result_backend)
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any,
+                     einfo: Any) -> None:
+        """Write an idempotency record the result backend was handed but did not store
+        (a task whose result is ignored, a compressed backend, a failed store)."""
+        backend = self.backend
+        if not isinstance(backend, StepResultBackend):
+            return
+        write = backend.take_idempotency_write(task_id)
+        if write is not None:
+            self.idempotency_store().store_and_release(write.key, write.owner, write.result,
+                                                       ttl=write.ttl)
 
     def _handle_failure(self, exc: Exception, correlation_id: str | None) -> None:
         """Retry with backoff, or dead-letter with details; returns only to re-raise ``exc``."""

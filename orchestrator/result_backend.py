@@ -1,0 +1,118 @@
+"""Celery's Redis result backend, with a step's idempotency record in the same round trip.
+
+Storing a task result with Celery's stock Redis backend takes two round trips (a ``GET`` to
+refuse overwriting a ``SUCCESS``, then ``SETEX`` + ``PUBLISH``), and a step then takes a third
+to store its idempotency record and drop its claim. :class:`StepResultBackend` does all of it
+in one Lua script: the step runtime hands it the record (:meth:`defer_idempotency_write`)
+and the backend writes it together with the result Celery stores right after the step.
+
+It keeps Celery's semantics: the same keys, the same meta document, ``PUBLISH`` for waiting
+callers, the same expiry for failures, no overwrite of a stored ``SUCCESS``, retries on
+connection errors. A record the backend was handed but never wrote (a task that ignores its
+result) is written by :meth:`StepTask.after_return <orchestrator.step_task.StepTask>` instead,
+so none is ever lost.
+
+Selected in ``celeryconfig.py`` for ``redis://`` and ``rediss://`` result backends through
+Celery's ``<backend class>+<url>`` form; any other backend URL is used as given.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from celery import states
+from celery.backends.redis import RedisBackend
+from celery.exceptions import BackendStoreError
+from kombu.utils.encoding import bytes_to_str
+
+from orchestrator.idempotency import IdempotencyWrite, RedisIdempotencyStore
+
+BACKEND_CLASS = "orchestrator.result_backend:StepResultBackend"
+REDIS_SCHEMES = frozenset({"redis", "rediss"})
+
+# KEYS: meta key [, idempotency result key, idempotency claim key].
+# ARGV: meta, meta ttl (0: none) [, owner, idempotency record, record ttl].
+_STORE_RESULT = """
+if #KEYS == 3 then
+    redis.call('set', KEYS[2], ARGV[4], 'EX', ARGV[5])
+    if redis.call('get', KEYS[3]) == ARGV[3] then redis.call('del', KEYS[3]) end
+end
+local current = redis.call('get', KEYS[1])
+if current then
+    local ok, decoded = pcall(cjson.decode, current)
+    if ok and type(decoded) == 'table' and decoded['status'] == 'SUCCESS' then return 0 end
+end
+if tonumber(ARGV[2]) > 0 then
+    redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+else
+    redis.call('set', KEYS[1], ARGV[1])
+end
+redis.call('publish', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+def backend_url(result_backend: str) -> str:
+    """``result_backend`` as Celery should load it: Redis URLs get :class:`StepResultBackend`."""
+    scheme = urlsplit(result_backend).scheme.lower()
+    if scheme in REDIS_SCHEMES:
+        return f"{BACKEND_CLASS}+{result_backend}"
+    return result_backend
+
+
+class StepResultBackend(RedisBackend):  # type: ignore[misc]
+    """:class:`~celery.backends.redis.RedisBackend` storing a result in one round trip."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: dict[str, IdempotencyWrite] = {}
+        self._store_script = self.client.register_script(_STORE_RESULT)
+
+    def defer_idempotency_write(self, task_id: str, write: IdempotencyWrite) -> None:
+        """Write ``write`` with the result of ``task_id`` (one process runs one task at a
+        time per id, so a plain dict is enough, also under the threads pool)."""
+        self._pending[task_id] = write
+
+    def take_idempotency_write(self, task_id: str) -> IdempotencyWrite | None:
+        """The record for ``task_id`` not written yet, removed from the pending ones."""
+        return self._pending.pop(task_id, None)
+
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        if self.compression:  # a compressed meta cannot be read by the script: stock path,
+            # and the idempotency record is left for after_return to write on its own
+            return super()._store_result(task_id, result, state, traceback=traceback,
+                                         request=request, **kwargs)
+        meta = self._get_result_meta(result=result, state=state, traceback=traceback,
+                                     request=request)
+        meta["task_id"] = bytes_to_str(task_id)
+        value = self.encode(meta)
+        if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
+            raise BackendStoreError("value too large for Redis backend", state=state,
+                                    task_id=task_id)
+        expires = self.failure_expires if state == states.FAILURE else self.expires
+        keys = [self.get_key_for_task(task_id)]
+        args: list[Any] = [value, int(expires or 0)]
+        write = self.take_idempotency_write(task_id)
+        if write is not None:
+            keys.extend(RedisIdempotencyStore.keys_for(write.key))
+            args.extend([write.owner, json.dumps(write.result), max(write.ttl, 1)])
+        try:
+            self.ensure(self._run_store_script, (keys, args))
+        except BaseException:
+            if write is not None:  # not written: after_return tries again on its own
+                self.defer_idempotency_write(task_id, write)
+            raise
+        return result
+
+    def _run_store_script(self, keys: list[str], args: list[Any]) -> None:
+        self._store_script(keys=keys, args=args)
