@@ -21,7 +21,7 @@ Design:
 - A *transient* queue (auto-delete: Celery's event, remote-control and reply queues) and fanout
   exchanges are core NATS subjects: live delivery, nothing stored, like Kombu's Redis pub/sub.
 - Bindings and which queues are transient live in a JetStream key-value bucket, so routing
-  works across processes (``get_table`` reads the broker, not this process).
+  works across processes (``get_table`` reads the broker, cached as in :mod:`.bindings`).
 - nats-py is asyncio: each Kombu connection runs one event loop in one thread with one NATS
   connection; the Kombu side submits coroutines to it. Messages arrive through one inbox per
   connection that ``drain_events`` blocks on: no polling sleeps.
@@ -38,7 +38,6 @@ import queue as queue_module
 import re
 import ssl
 import threading
-import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -52,6 +51,8 @@ from nats.errors import ConnectionClosedError, NoServersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
 from nats.js.errors import BadRequestError, KeyWrongLastSequenceError, NotFoundError
+
+from orchestrator.transports.bindings import BindingCache, Table, cached_match
 
 T = TypeVar("T")
 
@@ -169,10 +170,8 @@ class NatsChannel(virtual.Channel):
     def _lookup(self, exchange: str, routing_key: str, default: Any = None) -> list[str]:
         """Route with the cached binding table; on a miss, read the broker again (a reply
         queue may have been bound a moment ago by another process)."""
-        found: list[str] = super()._lookup(exchange, routing_key, default)
-        if not found:
-            self.transport.forget_table(exchange)
-            found = super()._lookup(exchange, routing_key, default)
+        found: list[str] = (cached_match(self, self.transport.bindings, exchange, routing_key)
+                            or super()._lookup(exchange, routing_key, default))
         return found
 
     def _size(self, queue: str) -> int:
@@ -187,8 +186,9 @@ class NatsChannel(virtual.Channel):
         self.transport.run(self.transport.bind(exchange, routing_key, pattern, queue))
 
     def get_table(self, exchange: str) -> list[tuple[str, str, str]]:
-        table: list[tuple[str, str, str]] = self.transport.run(self.transport.table(exchange))
-        return table
+        """From the cache without a hop to the event loop; from the KV bucket when stale."""
+        return self.transport.bindings.get(
+            exchange, lambda: self.transport.run(self.transport.table(exchange)))
 
     # -- publishing -------------------------------------------------------------------------
 
@@ -332,7 +332,7 @@ class Transport(virtual.Transport):
         self.kv: Any = None
         self.inbox: queue_module.Queue[tuple[NatsChannel, str, Msg]] = queue_module.Queue()
         self._known: dict[str, bool] = {}  # queue -> transient
-        self._tables: dict[str, tuple[float, list[tuple[str, str, str]]]] = {}
+        self.bindings = BindingCache()
         self._credit_events: dict[int, asyncio.Event] = {}
         self._keeper: Any = None
         self._get_subscriptions: dict[str, Any] = {}
@@ -511,7 +511,7 @@ class Transport(virtual.Transport):
                 break
             except (KeyWrongLastSequenceError, BadRequestError):
                 continue  # somebody else bound meanwhile: read again
-        self._tables.pop(exchange, None)
+        self.bindings.forget(exchange)
 
     async def unbind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
         key = f"binding.{escape(exchange)}"
@@ -529,19 +529,12 @@ class Transport(virtual.Transport):
                 break
             except (KeyWrongLastSequenceError, BadRequestError):
                 continue
-        self._tables.pop(exchange, None)
+        self.bindings.forget(exchange)
 
-    def forget_table(self, exchange: str) -> None:
-        self._tables.pop(exchange, None)
-
-    async def table(self, exchange: str) -> list[tuple[str, str, str]]:
-        cached = self._tables.get(exchange)
-        if cached is not None and time.monotonic() - cached[0] < 2.0 and cached[1]:
-            return cached[1]
+    async def table(self, exchange: str) -> Table:
+        """The exchange's binding table as stored in the KV bucket (no cache here)."""
         rows = await self._kv_get(f"binding.{escape(exchange)}") or []
-        table = [tuple(row) for row in rows]
-        self._tables[exchange] = (time.monotonic(), table)  # type: ignore[assignment]
-        return table  # type: ignore[return-value]
+        return [(str(row[0]), str(row[1]), str(row[2])) for row in rows]
 
     async def _kv_get(self, key: str) -> Any:
         try:

@@ -47,6 +47,8 @@ from kombu.transport import virtual
 from kombu.utils.json import dumps, loads
 from kombu.utils.objects import cached_property
 
+from orchestrator.transports.bindings import BindingCache, Table, cached_match
+
 GROUP = "orchestrator"
 ALIVE_PREFIX = "_orchestrator.streams.alive."
 
@@ -117,51 +119,98 @@ def _entries(response: Any) -> list[tuple[str, str, dict[str, Any]]]:
     return found
 
 
-class FanoutSender:
-    """Publishes fanout messages (Celery events, remote-control broadcasts) from a thread.
+class BackgroundWriter:
+    """Sends, from one thread, the commands whose reply the event loop need not wait for.
 
-    They are live-only telemetry (pub/sub: nobody listening, nothing kept), so the channel
-    need not wait for Redis's reply to each: a worker's event loop would spend a round trip
-    per task event. The thread batches what accumulated into one pipeline, in order.
+    - Fanout messages (remote-control broadcasts) and messages to transient queues (events
+      to a monitor, replies): live-only, so a batch that fails is dropped; a worker's loop
+      would otherwise spend a round trip per task event.
+    - Acks (``XACK`` + ``XDEL``): like AMQP's ``basic.ack``, nobody waits for them, so the loop
+      takes the next message at once. A batch that fails is retried until it lands (both
+      commands are idempotent); an ack still queued when the process dies leaves the message
+      pending, and it is reclaimed and redelivered like one never acked.
+
+    What accumulated is sent as one pipeline, in order. :meth:`close` sends what is queued.
     """
 
     _STOP = object()
+    BATCH = 200
+    RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0)
 
     def __init__(self, client_factory: Any) -> None:
         self._client_factory = client_factory
         self._queue: queue_module.Queue[Any] = queue_module.Queue()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="streams-fanout")
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="streams-writer")
         self._thread.start()
 
     def publish(self, topic: str, payload: str) -> None:
-        self._queue.put((topic, payload))
+        self._queue.put(("publish", topic, payload))
+
+    def ack(self, stream: str, entry_id: str) -> None:
+        self._queue.put(("ack", stream, entry_id))
+
+    def append_transient(self, stream: str, payload: str, maxlen: int,
+                         expires_ms: int | None) -> None:
+        self._queue.put(("transient", stream, (payload, maxlen, expires_ms)))
+
+    def _next_batch(self, block: bool) -> tuple[list[Any], bool]:
+        """Up to :data:`BATCH` queued commands (waiting for one if ``block``); and whether
+        :meth:`close` asked to stop after them."""
+        batch: list[Any] = [self._queue.get()] if block else []
+        while len(batch) < self.BATCH:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue_module.Empty:
+                break
+        stop = any(item is self._STOP for item in batch)
+        return [item for item in batch if item is not self._STOP], stop
+
+    def _send(self, client: Any, commands: list[Any]) -> None:
+        with client.pipeline(transaction=False) as pipe:
+            for kind, key, value in commands:
+                if kind == "publish":
+                    pipe.publish(key, value)
+                elif kind == "transient":
+                    payload, maxlen, expires_ms = value
+                    pipe.xadd(key, {"payload": payload, "returns": 0}, maxlen=maxlen,
+                              approximate=True)
+                    if expires_ms:
+                        pipe.pexpire(key, expires_ms)
+                else:
+                    pipe.xack(key, GROUP, value)
+                    pipe.xdel(key, value)
+            pipe.execute()
 
     def _run(self) -> None:
         client = self._client_factory()
+        retry: list[Any] = []
+        failures = 0
+        stop = False
         while True:
-            item = self._queue.get()
-            batch = [item]
-            while len(batch) < 200:
+            fresh, stop_seen = self._next_batch(block=not retry and not stop)
+            stop = stop or stop_seen
+            commands, retry = retry + fresh, []
+            if commands:
                 try:
-                    batch.append(self._queue.get_nowait())
-                except queue_module.Empty:
-                    break
-            stop = any(entry is self._STOP for entry in batch)
-            messages = [entry for entry in batch if entry is not self._STOP]
-            if messages:
-                try:
-                    with client.pipeline(transaction=False) as pipe:
-                        for topic, payload in messages:
-                            pipe.publish(topic, payload)
-                        pipe.execute()
-                except Exception:  # telemetry: a lost event is not worth a crash
-                    pass
-            if stop:
+                    self._send(client, commands)
+                    failures = 0
+                except Exception:
+                    failures += 1
+                    retry = [command for command in commands if command[0] == "ack"]
+                    if retry and not (stop and failures > len(self.RETRY_DELAYS)):
+                        delay = self.RETRY_DELAYS[min(failures, len(self.RETRY_DELAYS)) - 1]
+                        self._stopping.wait(delay)
+                        continue
+                    retry = []  # closing and Redis is gone: the reclaim redelivers them
+            if stop and not retry:
                 return
 
     def close(self, timeout: float = 5.0) -> None:
+        """Send what is queued (waiting up to ``timeout`` seconds), then stop the thread."""
         self._queue.put(self._STOP)
         self._thread.join(timeout)
+        self._stopping.set()
 
 
 class QueueConfig:
@@ -235,6 +284,32 @@ class Channel(kombu_redis.Channel):
             "_stream_queue_configs", {})
         return configs
 
+    @property
+    def bindings(self) -> BindingCache:
+        """Binding tables of this connection's channels (see :mod:`.bindings`)."""
+        cache: BindingCache = self.connection.__dict__.setdefault("_binding_cache",
+                                                                  BindingCache())
+        return cache
+
+    def get_table(self, exchange: str) -> Table:
+        return self.bindings.get(exchange, lambda: super(Channel, self).get_table(exchange))
+
+    def _lookup(self, exchange: str, routing_key: str, default: Any = None) -> list[str]:
+        """Route with the cached table; on a miss read the broker again (a reply queue may
+        have been bound a moment ago by another process)."""
+        found: list[str] = (cached_match(self, self.bindings, exchange, routing_key)
+                            or super()._lookup(exchange, routing_key, default))
+        return found
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        super()._queue_bind(exchange, routing_key, pattern, queue)
+        self.bindings.forget(exchange)
+
+    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+        super()._delete(queue, *args, **kwargs)
+        if args:
+            self.bindings.forget(str(args[0]))
+
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
         conninfo = self.connection.client
         if str(conninfo.transport_cls).startswith("rediss") and not conninfo.ssl:
@@ -284,27 +359,20 @@ class Channel(kombu_redis.Channel):
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         kwargs.pop("_publish_batch", None)
-        transient = queue in self.auto_delete_queues or queue in self._expires
+        if queue in self.auto_delete_queues or queue in self._expires:
+            # Live-only (events to a monitor's queue, replies): nobody waits for the reply.
+            self._writer.append_transient(queue, dumps(message), self.transient_maxlen,
+                                          self._expires.get(queue))
+            return
         with self.conn_or_acquire() as client:
-            if transient:
-                with client.pipeline() as pipe:
-                    pipe.xadd(queue, {"payload": dumps(message), "returns": 0},
-                              maxlen=self.transient_maxlen, approximate=True)
-                    if queue in self._expires:
-                        pipe.pexpire(queue, self._expires[queue])
-                    pipe.execute()
-            else:
-                client.xadd(queue, {"payload": dumps(message), "returns": 0})
+            client.xadd(queue, {"payload": dumps(message), "returns": 0})
 
     def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str,
                     **kwargs: Any) -> None:
         kwargs.pop("_publish_batch", None)
-        sender = self.__dict__.get("_fanout_sender")
-        if sender is None:
-            sender = self.__dict__["_fanout_sender"] = FanoutSender(self._create_client)
         payload = dumps(message)
         for topic in self._get_publish_topics(exchange, routing_key):
-            sender.publish(topic, payload)
+            self._writer.publish(topic, payload)
 
     def _size(self, queue: str) -> int:
         with self.conn_or_acquire() as client:
@@ -416,10 +484,16 @@ class Channel(kombu_redis.Channel):
         if where is None:
             return
         stream, entry_id, _ = where
-        with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
-            pipe.xack(stream, GROUP, entry_id)
-            pipe.xdel(stream, entry_id)
-            pipe.execute()
+        self._writer.ack(stream, entry_id)
+
+    @property
+    def _writer(self) -> BackgroundWriter:
+        """Started on first use: a publisher-only channel never starts the thread."""
+        writer = self.__dict__.get("_background_writer")
+        if writer is None:
+            writer = self.__dict__["_background_writer"] = BackgroundWriter(
+                self._create_client)
+        return writer
 
     def return_entry(self, message: Any) -> None:
         """A delivery that did not complete: re-add with one more return, or dead-letter."""
@@ -532,9 +606,9 @@ class Channel(kombu_redis.Channel):
 
     def close(self) -> None:
         self._heartbeat_stop.set()
-        sender = self.__dict__.pop("_fanout_sender", None)
-        if sender is not None:
-            sender.close()
+        writer = self.__dict__.pop("_background_writer", None)
+        if writer is not None:
+            writer.close()  # acks first: the consumer is deleted below only without pending
         super().close()
         if self._heartbeat is not None:
             try:
