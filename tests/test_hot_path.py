@@ -1,0 +1,228 @@
+"""The hot path's shortcuts keep the contracts they replace.
+
+- :class:`~orchestrator.result_backend.StepResultBackend` stores a result and a step's
+  idempotency record in one round trip, with Celery's semantics (meta document, ``PUBLISH``,
+  expiry, no overwrite of a ``SUCCESS``) — checked against a real Redis;
+- :class:`~orchestrator.transports.bindings.BindingCache` re-reads the broker on a miss, so a
+  queue bound a moment ago by another process is found;
+- the Streams transport's :class:`~orchestrator.transports.redis_streams.BackgroundWriter`
+  retries an ack batch that failed until it lands, and sends everything queued on close.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from celery import states
+
+from orchestrator.celery_app import app
+from orchestrator.idempotency import IdempotencyWrite, RedisIdempotencyStore
+from orchestrator.result_backend import BACKEND_CLASS, StepResultBackend, backend_url
+from orchestrator.transports.bindings import BindingCache, cached_match
+from orchestrator.transports.redis_streams import GROUP, BackgroundWriter
+from tests.support.waiting import wait_until
+
+# --- result backend -------------------------------------------------------------------------
+
+
+def test_backend_url_selects_the_step_backend_for_redis_only() -> None:
+    assert backend_url("redis://h:6379/1") == f"{BACKEND_CLASS}+redis://h:6379/1"
+    assert backend_url("rediss://:pw@h:6380/0") == f"{BACKEND_CLASS}+rediss://:pw@h:6380/0"
+    assert backend_url("db+postgresql://h/db") == "db+postgresql://h/db"
+
+
+def test_the_app_uses_the_step_backend(result_backend: str) -> None:
+    assert isinstance(app.backend, StepResultBackend)
+
+
+@pytest.fixture()
+def backend(result_backend: str) -> Iterator[StepResultBackend]:
+    yield StepResultBackend(app=app, url=result_backend)
+
+
+@pytest.fixture()
+def client(result_backend: str) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(result_backend)
+    yield connection
+    connection.close()
+
+
+def _idem_keys(key: str) -> tuple[str, str]:
+    result_key, claim_key = RedisIdempotencyStore.keys_for(key)
+    return result_key, claim_key
+
+
+def test_one_store_writes_the_result_the_record_and_drops_our_claim(
+    backend: StepResultBackend, client: redis.Redis
+) -> None:
+    task_id, key = str(uuid.uuid4()), f"test-{uuid.uuid4()}"
+    result_key, claim_key = _idem_keys(key)
+    client.set(claim_key, task_id, ex=60)
+    pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+    pubsub.subscribe(backend.get_key_for_task(task_id))
+    wait_until(lambda: pubsub.get_message(timeout=0.1) is not None, timeout=5,
+               message="subscription confirmed")
+    backend.defer_idempotency_write(task_id, IdempotencyWrite(key, task_id, {"ok": 1}, 30))
+
+    backend.store_result(task_id, {"ok": 1}, states.SUCCESS)
+
+    meta = backend.get_task_meta(task_id)
+    assert meta["status"] == states.SUCCESS and meta["result"] == {"ok": 1}
+    assert client.get(result_key) == b'{"ok": 1}'
+    assert 0 < client.ttl(result_key) <= 30
+    assert client.get(claim_key) is None
+    assert 0 < client.ttl(backend.get_key_for_task(task_id)) <= backend.expires
+    published = pubsub.get_message(timeout=5)
+    assert published is not None and b'"SUCCESS"' in published["data"]
+    assert backend.take_idempotency_write(task_id) is None
+    pubsub.close()
+
+
+def test_a_stored_success_is_never_overwritten_but_the_record_is_kept(
+    backend: StepResultBackend, client: redis.Redis
+) -> None:
+    task_id, key = str(uuid.uuid4()), f"test-{uuid.uuid4()}"
+    backend.store_result(task_id, {"first": True}, states.SUCCESS)
+    backend.defer_idempotency_write(task_id, IdempotencyWrite(key, task_id, {"x": 2}, 30))
+
+    backend.store_result(task_id, "late failure", states.FAILURE)
+
+    assert backend.get_task_meta(task_id)["result"] == {"first": True}
+    assert client.get(_idem_keys(key)[0]) == b'{"x": 2}'
+
+
+def test_another_owners_claim_is_left_alone(
+    backend: StepResultBackend, client: redis.Redis
+) -> None:
+    task_id, key = str(uuid.uuid4()), f"test-{uuid.uuid4()}"
+    _, claim_key = _idem_keys(key)
+    client.set(claim_key, "someone-else", ex=60)
+    backend.defer_idempotency_write(task_id, IdempotencyWrite(key, task_id, {}, 30))
+    backend.store_result(task_id, {}, states.SUCCESS)
+    assert client.get(claim_key) == b"someone-else"
+
+
+def test_a_result_without_a_record_is_stored_like_celery_does(
+    backend: StepResultBackend,
+) -> None:
+    task_id = str(uuid.uuid4())
+    backend.store_result(task_id, None, states.FAILURE, traceback="tb")
+    meta = backend.get_task_meta(task_id)
+    assert meta["status"] == states.FAILURE and meta["traceback"] == "tb"
+
+
+# --- binding cache --------------------------------------------------------------------------
+
+
+class _TableChannel:
+    """Just enough of a virtual channel for :func:`cached_match`: a direct exchange whose
+    broker-side table the test changes, read through the cache like the transports do."""
+
+    def __init__(self, cache: BindingCache) -> None:
+        self.cache = cache
+        self.broker_table: list[tuple[str, str, str]] = []
+        self.reads = 0
+
+    def get_table(self, exchange: str) -> list[tuple[str, str, str]]:
+        def read() -> list[tuple[str, str, str]]:
+            self.reads += 1
+            return list(self.broker_table)
+        return self.cache.get(exchange, read)
+
+    def typeof(self, exchange: str) -> Any:
+        from kombu.transport.virtual.exchange import DirectExchange
+
+        return DirectExchange(self)
+
+
+def test_a_cached_table_is_read_once_per_ttl() -> None:
+    channel = _TableChannel(BindingCache(ttl=60))
+    channel.broker_table = [("rk", "", "q1")]
+    for _ in range(5):
+        assert cached_match(channel, channel.cache, "ex", "rk") == ["q1"]
+    assert channel.reads == 1
+
+
+def test_a_miss_reads_the_broker_again_and_finds_a_new_binding() -> None:
+    channel = _TableChannel(BindingCache(ttl=60))
+    channel.broker_table = [("rk", "", "q1")]
+    assert cached_match(channel, channel.cache, "ex", "rk") == ["q1"]
+    channel.broker_table.append(("reply", "", "q2"))  # bound meanwhile by another process
+    assert cached_match(channel, channel.cache, "ex", "reply") == []  # forgets the table
+    assert cached_match(channel, channel.cache, "ex", "reply") == ["q2"]
+
+
+def test_an_empty_table_is_cached_only_for_telemetry_exchanges() -> None:
+    channel = _TableChannel(BindingCache(ttl=60, telemetry=frozenset({"celeryev"})))
+    for _ in range(3):
+        cached_match(channel, channel.cache, "celeryev", "task.multi")
+    assert channel.reads == 1
+    for _ in range(3):
+        cached_match(channel, channel.cache, "reply.celery.pidbox", "x")
+    assert channel.reads == 1 + 3
+
+
+def test_a_table_expires_after_its_ttl() -> None:
+    channel = _TableChannel(BindingCache(ttl=0.05))
+    channel.broker_table = [("rk", "", "q1")]
+    cached_match(channel, channel.cache, "ex", "rk")
+    time.sleep(0.06)  # past the TTL on purpose: the cache must read again
+    cached_match(channel, channel.cache, "ex", "rk")
+    assert channel.reads == 2
+
+
+# --- the Streams transport's background writer ------------------------------------------------
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class _FlakyClient:
+    """A real Redis client whose first ``fail`` pipelines raise a connection error."""
+
+    def __init__(self, url: str, fail: int) -> None:
+        self.real = redis.Redis.from_url(url)
+        self.fail = fail
+
+    def pipeline(self, transaction: bool = False) -> Any:
+        if self.fail > 0:
+            self.fail -= 1
+            raise redis.ConnectionError("injected")
+        return self.real.pipeline(transaction=transaction)
+
+
+def test_acks_that_fail_are_retried_until_they_land(client: redis.Redis,
+                                                     result_backend: str) -> None:
+    stream = f"test-writer-{uuid.uuid4().hex}"
+    client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    entry_id = _text(client.xadd(stream, {"payload": "{}"}))
+    client.xreadgroup(GROUP, "c1", {stream: ">"}, count=1)
+    writer = BackgroundWriter(lambda: _FlakyClient(result_backend, fail=2))
+    try:
+        writer.ack(stream, entry_id)
+        wait_until(lambda: client.xlen(stream) == 0, timeout=10, message="the ack landed")
+        assert client.xpending(stream, GROUP)["pending"] == 0
+    finally:
+        writer.close()
+        client.delete(stream)
+
+
+def test_close_sends_what_is_queued(client: redis.Redis, result_backend: str) -> None:
+    stream = f"test-writer-{uuid.uuid4().hex}"
+    client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    ids = [_text(client.xadd(stream, {"payload": str(n)})) for n in range(50)]
+    client.xreadgroup(GROUP, "c1", {stream: ">"}, count=50)
+    writer = BackgroundWriter(lambda: redis.Redis.from_url(result_backend))
+    for entry_id in ids:
+        writer.ack(stream, entry_id)
+    writer.close()
+    try:
+        assert client.xlen(stream) == 0
+    finally:
+        client.delete(stream)
