@@ -54,16 +54,18 @@ def _split(value: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
               help="Seconds one chain or chord may take before it counts as failed.")
 @click.option("--redis-url", default=DEFAULT_REDIS_URL, show_default=True,
               help="Results, idempotency and ledger database of both sides (tidied).")
-@click.option("--plain-observability", is_flag=True,
-              help="Give plain Celery the orchestrator's task events, STARTED state and "
-                   "extended results too, to separate their cost from the rest of the layer.")
+@click.option("--plain-events/--no-plain-events", "plain_task_events", default=True,
+              show_default=True,
+              help="Worker task events (what Flower shows) on the plain side too, as the "
+                   "orchestrator sends them: the same Celery settings on both sides. "
+                   "--no-plain-events counts the events as part of the orchestrator's cost.")
 @click.option("--plot", is_flag=True, help="Also draw the ratios as a PNG (matplotlib).")
 @click.option("--out", "out_dir", default=str(DEFAULT_OUT), show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Where the JSON (and PNG) go.")
 def main(brokers: str, tasks: int, chain_samples: int, chord_samples: int, backlog: int,
          scenarios: str, rounds: int, warmup: int, sample_timeout: float, redis_url: str,
-         plain_observability: bool, plot: bool, out_dir: Path) -> None:
+         plain_task_events: bool, plot: bool, out_dir: Path) -> None:
     """Measure the orchestrator against plain Celery, as ratios from one run."""
     broker_names = _split(brokers, tuple(BROKERS), "broker")
     scenario_names = _split(scenarios, SCENARIO_NAMES, "scenario")
@@ -71,7 +73,7 @@ def main(brokers: str, tasks: int, chain_samples: int, chord_samples: int, backl
     console = Console(log_path=False, width=None if sys.stdout.isatty() else 120)
 
     os.environ.update(orchestrator_env(BROKERS[broker_names[0]], redis_url))
-    os.environ.update(plain_env(BROKERS[broker_names[0]], redis_url, plain_observability))
+    os.environ.update(plain_env(BROKERS[broker_names[0]], redis_url, plain_task_events))
 
     from bench import redisdb, report, results
     from bench.runner import Plan, run
@@ -84,7 +86,7 @@ def main(brokers: str, tasks: int, chain_samples: int, chord_samples: int, backl
     name = f"{results.stamp(started)}-{'_'.join(broker_names)}"
     log_dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     plan = Plan(broker_names, scenario_names, tasks, chain_samples, chord_samples, backlog,
-                rounds, warmup, sample_timeout, redis_url, plain_observability, log_dir)
+                rounds, warmup, sample_timeout, redis_url, plain_task_events, log_dir)
     load_start = results.load_average()
     console.log(f"machine load {load_start}; worker logs in {log_dir}")
 

@@ -1,10 +1,11 @@
 """The baseline: a plain Celery app with the orchestrator's base settings and no layer on top.
 
 Same as ``celeryconfig.py``: JSON only, ``acks_late``, requeue on a lost worker, prefetch 1,
-publisher confirms, the same time limits, a Redis result backend. Not here (the orchestrator's
-layer, whose cost is what the bench measures): the message gate, envelopes, the correlation
-header, idempotency, quorum queues with dead-lettering, and, unless ``--plain-observability``
-asks for them, worker task events and extended results.
+publisher confirms, the same time limits, a Redis result backend, and worker task events for
+Flower (unless ``--no-plain-events``). Not here (the orchestrator's layer, whose cost is what
+the bench measures): the message gate, envelopes, the correlation header, idempotency, quorum
+queues with dead-lettering, and what the orchestrator does differently with the same settings
+(its result backend, events published without waiting for confirms).
 
 It must not import the orchestrator. Exception: a broker URL whose transport is not one of
 Kombu's (``redis-streams://``, ``nats://``) needs this project's transports registered, and
@@ -26,7 +27,7 @@ from bench import accounting
 from bench.config import (
     DEFAULT_REDIS_URL,
     ENV_BROKER,
-    ENV_PLAIN_OBSERVABILITY,
+    ENV_PLAIN_EVENTS,
     ENV_REDIS,
     PREFETCH_MULTIPLIER,
     RESULT_TTL,
@@ -52,7 +53,7 @@ def register_project_transport(url: str) -> None:
         importlib.import_module("orchestrator.transports")
 
 
-def settings(broker_url: str, redis_url: str, observability: bool) -> dict[str, Any]:
+def settings(broker_url: str, redis_url: str, task_events: bool) -> dict[str, Any]:
     """The Celery configuration of the baseline."""
     conf: dict[str, Any] = {
         "broker_url": broker_url,
@@ -78,11 +79,8 @@ def settings(broker_url: str, redis_url: str, observability: bool) -> dict[str, 
         "task_default_exchange_type": "direct",
         "task_default_routing_key": QUEUE,
     }
-    if observability:
-        conf.update({
-            "worker_send_task_events": True,
-            "result_extended": True,
-        })
+    if task_events:  # what the orchestrator's celeryconfig sends for Flower, nothing more
+        conf["worker_send_task_events"] = True
     return conf
 
 
@@ -93,7 +91,7 @@ app = Celery("bench_plain")
 app.conf.update(settings(
     _broker_url,
     os.environ.get(ENV_REDIS, DEFAULT_REDIS_URL),
-    os.environ.get(ENV_PLAIN_OBSERVABILITY, "0") == "1",
+    os.environ.get(ENV_PLAIN_EVENTS, "0") == "1",
 ))
 
 

@@ -106,7 +106,7 @@ def document(plan: Plan, records: list[BrokerRecord], started: datetime, finishe
             "warmup": plan.warmup,
             "sample_timeout_s": plan.sample_timeout,
             "redis_url": plan.redis_url,
-            "plain_observability": plan.plain_observability,
+            "plain_task_events": plan.plain_task_events,
             "worker": "prefork, concurrency 2, prefetch multiplier 1",
             "log_dir": str(plan.log_dir),
         },

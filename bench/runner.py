@@ -43,7 +43,7 @@ class Plan:
     warmup: int
     sample_timeout: float
     redis_url: str
-    plain_observability: bool
+    plain_task_events: bool
     log_dir: Path
 
 
@@ -113,7 +113,7 @@ def run(plan: Plan, console: Console) -> tuple[list[BrokerRecord], bool]:
     Returns the records and whether Ctrl-C cut the run short (what was measured is kept).
     """
     ctx = Context(plan.redis_url, plan.log_dir, plan.sample_timeout, plan.warmup)
-    plain = PlainSide(plan.redis_url, plan.plain_observability)
+    plain = PlainSide(plan.redis_url, plan.plain_task_events)
     orchestrator = OrchestratorSide(plan.redis_url)
     sides: tuple[Side, ...] = (plain, orchestrator)
     measures = _measures(plan)

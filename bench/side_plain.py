@@ -19,9 +19,9 @@ class PlainSide:
 
     name = "plain"
 
-    def __init__(self, redis_url: str, observability: bool) -> None:
+    def __init__(self, redis_url: str, task_events: bool) -> None:
         self._redis_url = redis_url
-        self._observability = observability
+        self._task_events = task_events
         self._app = plain_app.app
         self._broker_url = str(self._app.conf.broker_url)
 
@@ -31,7 +31,7 @@ class PlainSide:
 
     def worker_spec(self) -> WorkerSpec:
         env = base_env()
-        env.update(plain_env(self._broker_url, self._redis_url, self._observability))
+        env.update(plain_env(self._broker_url, self._redis_url, self._task_events))
         return WorkerSpec(app="bench.plain_app", queues=(plain_app.QUEUE,), env=env,
                           label="plain")
 

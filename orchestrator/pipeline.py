@@ -92,8 +92,32 @@ def _task_signature(app: Celery, task_name: str, headers: dict[str, str], *args:
     if task is None:
         known = sorted(n for n in app.tasks if n.startswith(("escavador_", "executador_")))
         raise PipelineError(f"unknown step {task_name!r}; known steps: {', '.join(known)}")
-    signature: Signature = task.signature(args, kwargs, headers=dict(headers))
+    signature: Signature = task.signature(
+        args, kwargs, headers=dict(headers),
+        argsrepr=args_description(headers[HEADER], args),
+        kwargsrepr=kwargs_description(kwargs),
+    )
     return signature
+
+
+def args_description(correlation_id: str, args: tuple[Any, ...]) -> str:
+    """What Flower, task events and logs show as a step's arguments.
+
+    Not the payload: it may carry secrets (a webhook token, a customer's data) that have no
+    place in telemetry, and formatting it is most of the publisher's cost for a big one.
+    The correlation id is what an operator searches by. The same text serves the next
+    steps of a chain, whose envelope the previous step produces.
+    """
+    if args and isinstance(args[0], Mapping):
+        kind = args[0].get("tipo_evento", "?")
+        return f"(<envelope {kind} correlation_id={correlation_id}>,)"
+    return f"(<envelope(s) from the previous step, correlation_id={correlation_id}>,)"
+
+
+def kwargs_description(kwargs: Mapping[str, Any]) -> str:
+    """An executador's options by name only (a URL or a token stays out of telemetry)."""
+    options = kwargs.get("options") or {}
+    return "{}" if not options else f"{{'options': <{', '.join(sorted(options))}>}}"
 
 
 def _normalise_execute(execute: ExecuteSpec) -> dict[str, dict[str, Any]]:

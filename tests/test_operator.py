@@ -143,3 +143,8 @@ def test_flower_lists_the_pipeline_tasks_behind_basic_auth(
     assert {seen[task_id]["name"] for task_id in task_ids} == {"escavador_eco",
                                                                 "executador_eco"}
     assert all(seen[task_id]["state"] == "SUCCESS" for task_id in task_ids)
+    # Flower shows the correlation id, never the payload: also for the step the worker
+    # published (the chain's next step).
+    for task_id in task_ids:
+        shown = str(seen[task_id].get("args"))
+        assert "correlation_id=" in shown and "flower" not in shown, shown

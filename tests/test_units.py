@@ -24,7 +24,14 @@ from orchestrator.envelope import EnvelopeError
 from orchestrator.failures import dead_letter
 from orchestrator.failures.errors import FinalError, RetryableError, is_retryable
 from orchestrator.failures.retry import RetryPolicy
-from orchestrator.pipeline import PipelineError, _normalise_execute, build_pipeline, check_size
+from orchestrator.pipeline import (
+    PipelineError,
+    _normalise_execute,
+    args_description,
+    build_pipeline,
+    check_size,
+    kwargs_description,
+)
 from orchestrator.settings import Settings, get_settings, redact_url
 from orchestrator.topology import (
     WORK_EXCHANGE,
@@ -568,3 +575,25 @@ def test_build_refuses_an_oversized_payload_with_the_default_limit() -> None:
 def test_build_refuses_a_payload_the_envelope_refuses() -> None:
     with pytest.raises(PipelineError, match="payload"):
         build_pipeline(app, "rss", {1: "non-string key"})  # type: ignore[dict-item]
+
+
+# --- what telemetry shows of a step's arguments ----------------------------------------------
+
+
+def test_flower_sees_the_envelope_kind_and_correlation_id_not_the_payload() -> None:
+    envelope = {"correlation_id": CID, "tipo_evento": "iniciar_coleta",
+                "payload": {"token": "s3cr3t"}, "timestamp": "2026-11-27T00:00:00Z"}
+    shown = args_description(CID, (envelope,))
+    assert shown == f"(<envelope iniciar_coleta correlation_id={CID}>,)"
+    assert "s3cr3t" not in args_description(CID, ())
+    assert kwargs_description({"options": {"url": "https://x/?key=s3cr3t"}}) == \
+        "{'options': <url>}"
+    assert kwargs_description({}) == "{}"
+
+
+def test_every_step_of_a_pipeline_carries_the_description() -> None:
+    _, canvas, _ = build_pipeline(app, "eco", {"token": "s3cr3t"}, ["eco"])
+    for signature in canvas.tasks:
+        assert CID not in signature.options["argsrepr"]
+        assert "correlation_id=" in signature.options["argsrepr"]
+        assert "s3cr3t" not in signature.options["argsrepr"]
