@@ -59,13 +59,17 @@ def _split(value: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
               help="Worker task events (what Flower shows) on the plain side too, as the "
                    "orchestrator sends them: the same Celery settings on both sides. "
                    "--no-plain-events counts the events as part of the orchestrator's cost.")
+@click.option("--plain-quorum", is_flag=True,
+              help="RabbitMQ: put plain Celery's queue on a quorum queue too, as the "
+                   "orchestrator's are, to take the queue type out of the comparison.")
 @click.option("--plot", is_flag=True, help="Also draw the ratios as a PNG (matplotlib).")
 @click.option("--out", "out_dir", default=str(DEFAULT_OUT), show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Where the JSON (and PNG) go.")
 def main(brokers: str, tasks: int, chain_samples: int, chord_samples: int, backlog: int,
          scenarios: str, rounds: int, warmup: int, sample_timeout: float, redis_url: str,
-         plain_task_events: bool, plot: bool, out_dir: Path) -> None:
+         plain_task_events: bool, plain_quorum: bool, plot: bool,
+         out_dir: Path) -> None:
     """Measure the orchestrator against plain Celery, as ratios from one run."""
     broker_names = _split(brokers, tuple(BROKERS), "broker")
     scenario_names = _split(scenarios, SCENARIO_NAMES, "scenario")
@@ -73,7 +77,8 @@ def main(brokers: str, tasks: int, chain_samples: int, chord_samples: int, backl
     console = Console(log_path=False, width=None if sys.stdout.isatty() else 120)
 
     os.environ.update(orchestrator_env(BROKERS[broker_names[0]], redis_url))
-    os.environ.update(plain_env(BROKERS[broker_names[0]], redis_url, plain_task_events))
+    os.environ.update(plain_env(BROKERS[broker_names[0]], redis_url, plain_task_events,
+                                plain_quorum))
 
     from bench import redisdb, report, results
     from bench.runner import Plan, run
@@ -86,7 +91,8 @@ def main(brokers: str, tasks: int, chain_samples: int, chord_samples: int, backl
     name = f"{results.stamp(started)}-{'_'.join(broker_names)}"
     log_dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     plan = Plan(broker_names, scenario_names, tasks, chain_samples, chord_samples, backlog,
-                rounds, warmup, sample_timeout, redis_url, plain_task_events, log_dir)
+                rounds, warmup, sample_timeout, redis_url, plain_task_events, log_dir,
+                plain_quorum=plain_quorum)
     load_start = results.load_average()
     console.log(f"machine load {load_start}; worker logs in {log_dir}")
 

@@ -22,6 +22,7 @@ STEP_MODULES = '["bench.steps"]'
 ENV_BROKER = "BENCH_BROKER_URL"
 ENV_REDIS = "BENCH_REDIS_URL"
 ENV_PLAIN_EVENTS = "BENCH_PLAIN_EVENTS"
+ENV_PLAIN_QUORUM = "BENCH_PLAIN_QUORUM"
 
 SOFT_TIME_LIMIT = 300
 TIME_LIMIT = 360
@@ -57,10 +58,12 @@ def orchestrator_env(broker_url: str, redis_url: str) -> dict[str, str]:
     }
 
 
-def plain_env(broker_url: str, redis_url: str, task_events: bool) -> dict[str, str]:
+def plain_env(broker_url: str, redis_url: str, task_events: bool,
+              quorum: bool = False) -> dict[str, str]:
     """``BENCH_*`` values read by :mod:`bench.plain_app` (publisher and worker alike)."""
     return {
         ENV_BROKER: broker_url,
         ENV_REDIS: redis_url,
         ENV_PLAIN_EVENTS: "1" if task_events else "0",
+        ENV_PLAIN_QUORUM: "1" if quorum else "0",
     }

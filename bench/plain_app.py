@@ -28,6 +28,7 @@ from bench.config import (
     DEFAULT_REDIS_URL,
     ENV_BROKER,
     ENV_PLAIN_EVENTS,
+    ENV_PLAIN_QUORUM,
     ENV_REDIS,
     PREFETCH_MULTIPLIER,
     RESULT_TTL,
@@ -41,9 +42,11 @@ DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 def work_queue() -> Queue:
-    """A classic durable queue (the orchestrator's are quorum queues: part of its layer)."""
+    """A classic durable queue (the orchestrator's are quorum queues: part of its layer);
+    a quorum queue with ``--plain-quorum``, to take the queue type out of the comparison."""
+    quorum = os.environ.get(ENV_PLAIN_QUORUM, "0") == "1"
     return Queue(QUEUE, Exchange(QUEUE, type="direct", durable=True), routing_key=QUEUE,
-                 durable=True)
+                 durable=True, queue_arguments={"x-queue-type": "quorum"} if quorum else None)
 
 
 def register_project_transport(url: str) -> None:

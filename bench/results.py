@@ -107,6 +107,7 @@ def document(plan: Plan, records: list[BrokerRecord], started: datetime, finishe
             "sample_timeout_s": plan.sample_timeout,
             "redis_url": plan.redis_url,
             "plain_task_events": plan.plain_task_events,
+            "plain_quorum": plan.plain_quorum,
             "worker": "prefork, concurrency 2, prefetch multiplier 1",
             "log_dir": str(plan.log_dir),
         },

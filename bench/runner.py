@@ -45,6 +45,7 @@ class Plan:
     redis_url: str
     plain_task_events: bool
     log_dir: Path
+    plain_quorum: bool = False
 
 
 @dataclass
@@ -113,7 +114,7 @@ def run(plan: Plan, console: Console) -> tuple[list[BrokerRecord], bool]:
     Returns the records and whether Ctrl-C cut the run short (what was measured is kept).
     """
     ctx = Context(plan.redis_url, plan.log_dir, plan.sample_timeout, plan.warmup)
-    plain = PlainSide(plan.redis_url, plan.plain_task_events)
+    plain = PlainSide(plan.redis_url, plan.plain_task_events, plan.plain_quorum)
     orchestrator = OrchestratorSide(plan.redis_url)
     sides: tuple[Side, ...] = (plain, orchestrator)
     measures = _measures(plan)

@@ -19,9 +19,10 @@ class PlainSide:
 
     name = "plain"
 
-    def __init__(self, redis_url: str, task_events: bool) -> None:
+    def __init__(self, redis_url: str, task_events: bool, quorum: bool = False) -> None:
         self._redis_url = redis_url
         self._task_events = task_events
+        self._quorum = quorum
         self._app = plain_app.app
         self._broker_url = str(self._app.conf.broker_url)
 
@@ -31,7 +32,8 @@ class PlainSide:
 
     def worker_spec(self) -> WorkerSpec:
         env = base_env()
-        env.update(plain_env(self._broker_url, self._redis_url, self._task_events))
+        env.update(plain_env(self._broker_url, self._redis_url, self._task_events,
+                             self._quorum))
         return WorkerSpec(app="bench.plain_app", queues=(plain_app.QUEUE,), env=env,
                           label="plain")
 
@@ -39,9 +41,11 @@ class PlainSide:
         with self._app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=3)
             with connection.channel() as channel:
+                # Deleted, not purged: a queue of the other type (--plain-quorum or not)
+                # cannot be redeclared.
                 queue = plain_app.work_queue().bind(channel)
+                queue.delete()
                 queue.declare()
-                queue.purge()
 
     def publish(self, payload: dict[str, Any]) -> None:
         plain_app.noop.apply_async((payload,))
