@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import queue as queue_module
 import re
 import ssl
@@ -77,6 +78,33 @@ def _is_transient(kwargs: dict[str, Any]) -> bool:
     arguments = kwargs.get("arguments") or {}
     return bool(kwargs.get("auto_delete") or kwargs.get("exclusive")
                 or "x-expires" in arguments)
+
+
+class Wakeup:
+    """A self-pipe: the NATS thread writes a byte when a message arrives, Celery's event loop
+    polls the read end. Both ends are non-blocking; a full pipe already means "wake up"."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+
+    def fileno(self) -> int:
+        return self._read
+
+    def signal(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._write, b"x")
+
+    def clear(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self._read, 4096):
+                pass
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class EventLoopThread:
@@ -318,7 +346,7 @@ class Transport(virtual.Transport):
     default_port = 4222
     polling_interval = None
     implements = virtual.Transport.implements.extend(
-        asynchronous=False, exchange_type=frozenset(["direct", "topic", "fanout"]))
+        asynchronous=True, exchange_type=frozenset(["direct", "topic", "fanout"]))
 
     connection_errors = (*virtual.Transport.connection_errors, ConnectionClosedError,
                          NoServersError, NatsTimeout, OSError)
@@ -336,10 +364,14 @@ class Transport(virtual.Transport):
         self._credit_events: dict[int, asyncio.Event] = {}
         self._keeper: Any = None
         self._get_subscriptions: dict[str, Any] = {}
+        self._wakeup: Wakeup | None = None
+        self._hub: Any = None
 
     # -- connection -------------------------------------------------------------------------
 
     def establish_connection(self) -> Any:
+        if self._wakeup is None:
+            self._wakeup = Wakeup()
         if self._thread is None:
             self._thread = EventLoopThread(f"nats-{id(self):x}")
         try:
@@ -397,6 +429,13 @@ class Transport(virtual.Transport):
             with contextlib.suppress(Exception):
                 self.run(self._close(), timeout=15)
         self._shutdown_loop()
+        if self._wakeup is not None:
+            if self._hub is not None:
+                with contextlib.suppress(Exception):
+                    self._hub.remove_reader(self._wakeup.fileno())
+            self._wakeup.close()
+            self._wakeup = None
+        self._hub = None
 
     async def _close(self) -> None:
         """Cancel our tasks (pull loops, the in-progress keeper), then close NATS."""
@@ -599,7 +638,7 @@ class Transport(virtual.Transport):
         handles: list[Any] = []
 
         async def on_core(msg: Msg) -> None:
-            self.inbox.put((channel, queue, msg))
+            self._enqueue(channel, queue, msg)
 
         transient = await self.is_transient(queue)
         if transient or transient is None:
@@ -655,7 +694,7 @@ class Transport(virtual.Transport):
                 continue
             for msg in msgs:
                 channel._adjust_outstanding(+1)  # counted from the fetch: prefetch is exact
-                self.inbox.put((channel, queue, msg))
+                self._enqueue(channel, queue, msg)
 
     async def fetch_one(self, queue: str, wait: float) -> Msg | None:
         """``basic_get``: answers at once for an empty stream, else fetches one message."""
@@ -689,12 +728,41 @@ class Transport(virtual.Transport):
                     with contextlib.suppress(Exception):
                         await msg.in_progress()
 
+    def _enqueue(self, channel: NatsChannel, queue: str, msg: Msg) -> None:
+        """From the NATS thread: hand a message to the Kombu side and wake its event loop."""
+        self.inbox.put((channel, queue, msg))
+        if self._wakeup is not None:
+            self._wakeup.signal()
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        """Celery's event loop (``asynloop``, the one it runs on RabbitMQ) polls the wakeup
+        pipe and delivers from the inbox in its own thread: no blocking ``drain_events``,
+        no result-handler threads in the pool."""
+        if self._wakeup is None:
+            self._wakeup = Wakeup()
+        self._hub = loop
+        loop.add_reader(self._wakeup.fileno(), self.on_readable, connection)
+
+    def on_readable(self, connection: Any) -> None:
+        """Deliver what the inbox holds now, without blocking."""
+        if self._wakeup is not None:
+            self._wakeup.clear()
+        while True:
+            try:
+                item = self.inbox.get_nowait()
+            except queue_module.Empty:
+                return
+            self._deliver_item(*item)
+
     def drain_events(self, connection: Any, timeout: Any = None) -> None:
         """Block on the inbox (event-driven), deliver one message."""
         try:
             channel, queue, msg = self.inbox.get(timeout=timeout)
         except queue_module.Empty:
             raise TimeoutError() from None
+        self._deliver_item(channel, queue, msg)
+
+    def _deliver_item(self, channel: NatsChannel, queue: str, msg: Msg) -> None:
         is_jetstream = bool(msg.reply and msg.reply.startswith("$JS.ACK"))
         if channel.closed:
             if is_jetstream:
