@@ -48,8 +48,9 @@ task_default_exchange_type = "topic"
 task_default_queue = "orchestrator_default"
 task_default_routing_key = "orchestrator_default"
 
-# The gate in front of the tasks: bad messages go to the DLQ with a reason, never dropped.
-worker_consumer = "orchestrator.failures.gate:GatedConsumer"
+# The consumer: a gate in front of the tasks (bad messages go to the DLQ with a reason, never
+# dropped) and task events published in batches (orchestrator/worker_consumer.py).
+worker_consumer = "orchestrator.worker_consumer:WorkerConsumer"
 
 # Observability: worker task events for Flower (received/started/succeeded/failed). Not the
 # STARTED state in the backend, "task-sent" events or extended results: each costs a broker

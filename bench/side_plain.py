@@ -46,6 +46,7 @@ class PlainSide:
                 queue = plain_app.work_queue().bind(channel)
                 queue.delete()
                 queue.declare()
+                queue.purge()  # virtual transports delete only bindings this process made
 
     def publish(self, payload: dict[str, Any]) -> None:
         plain_app.noop.apply_async((payload,))

@@ -1,0 +1,45 @@
+"""Worker task events for Flower, sent in batches instead of one publish per event.
+
+Celery buffers a worker's task events (``task-received``, ``task-started``,
+``task-succeeded``...) and flushes the buffer on the event loop's next tick, so in practice
+each event is its own publish: three per task, about a third of the worker main process's time
+in our profiles, and the reason plain Celery drains 35-45 % slower with ``-E`` here. Flower
+does not need them within a millisecond: :class:`BatchedEventsConsumer` flushes at most every
+:data:`FLUSH_INTERVAL` seconds (or when Celery's buffer limit, 24 events, is reached), as one
+``task.multi`` message, which Flower and every Celery event receiver read as a list. Worker
+heartbeats and other non-task events are not buffered and leave at once, as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from celery.worker.consumer import Consumer
+
+FLUSH_INTERVAL = 0.1
+"""Seconds a task event may wait for others before the buffer is published."""
+
+
+class BatchedEventsConsumer(Consumer):  # type: ignore[misc]
+    """Celery's consumer with task events flushed on a short timer, not on every tick."""
+
+    _event_flush_scheduled = False
+
+    def on_send_event_buffered(self) -> None:
+        if self.hub is None:
+            super().on_send_event_buffered()
+            return
+        if not self._event_flush_scheduled:
+            self._event_flush_scheduled = True
+            self.hub.call_later(FLUSH_INTERVAL, self._flush_buffered_events)
+
+    def _flush_buffered_events(self) -> None:
+        self._event_flush_scheduled = False
+        self._flush_events()
+
+    def shutdown(self) -> Any:
+        """Send what is buffered before the events connection closes."""
+        with contextlib.suppress(Exception):
+            self._flush_events()
+        return super().shutdown()
