@@ -60,3 +60,41 @@ def test_closing_the_connection_stops_its_event_loop_thread(nats_url: str) -> No
     wait_until(lambda: not ({t.name for t in threading.enumerate()
                              if t.name.startswith("nats-")} - before),
                timeout=10, message="the connection's thread gone")
+
+
+def test_a_dead_consumers_transient_binding_is_dropped(nats_url: str) -> None:
+    """NATS has no auto-delete: a transient queue's binding carries a lease its consumer
+    renews, so the binding of a monitor killed without closing its channel stops routing
+    (an expired lease is ignored at once, and pruned from the bucket at the next bind)."""
+    import json
+    import time
+
+    from orchestrator.transports.nats_jetstream import escape
+
+    exchange = Exchange(f"test-lease-{uuid.uuid4().hex[:8]}", type="topic")
+    alive = Queue(f"alive-{uuid.uuid4().hex[:8]}", exchange, routing_key="#", auto_delete=True)
+    dead = Queue(f"dead-{uuid.uuid4().hex[:8]}", exchange, routing_key="#", auto_delete=True)
+    legacy = Queue(f"legacy-{uuid.uuid4().hex[:8]}", exchange, routing_key="#",
+                   auto_delete=True)
+    with Connection(nats_url) as connection:
+        channel = connection.default_channel
+        transport = connection.transport
+        for queue in (dead, legacy):
+            queue(channel).queue_declare()  # declared, bound below by hand
+        key = f"binding.{escape(exchange.name)}"
+
+        async def write_dead_rows() -> None:  # what a killed monitor (and older code) left
+            rows = [["#", "", dead.name, time.time() - 1], ["#", "", legacy.name]]
+            await transport.kv.put(key, json.dumps(rows).encode())
+
+        transport.run(write_dead_rows())
+        def routed_to() -> list[str]:
+            return [row[2] for row in transport.run(transport.table(exchange.name))]
+
+        assert routed_to() == [legacy.name]  # the lease ran out: no longer routed
+
+        alive(channel).declare()  # binding anything prunes the dead rows
+        stored = transport.run(transport._kv_get(key))
+        assert [row[2] for row in stored] == [alive.name]
+        assert stored[0][3] > time.time() + 30  # leased, renewed by this connection
+        assert routed_to() == [alive.name]

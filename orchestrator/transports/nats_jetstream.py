@@ -39,6 +39,7 @@ import queue as queue_module
 import re
 import ssl
 import threading
+import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -67,6 +68,11 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 
 class MessageTooLarge(ValueError):
     """The server refuses payloads over its ``max_payload`` (1 MiB by default)."""
+
+
+LEASE_SECONDS = 60.0
+"""Least lifetime of a transient queue's binding without a refresh (NATS has no auto-delete:
+a consumer killed without closing its channel must not stay bound forever)."""
 
 
 def escape(name: str) -> str:
@@ -361,6 +367,7 @@ class Transport(virtual.Transport):
         self.inbox: queue_module.Queue[tuple[NatsChannel, str, Msg]] = queue_module.Queue()
         self._known: dict[str, bool] = {}  # queue -> transient
         self.bindings = BindingCache()
+        self._leases: set[tuple[str, str, str, str]] = set()
         self._credit_events: dict[int, asyncio.Event] = {}
         self._keeper: Any = None
         self._get_subscriptions: dict[str, Any] = {}
@@ -529,8 +536,24 @@ class Transport(virtual.Transport):
             await self.js.purge_stream(escape(queue))
         return size
 
+    def _lease_seconds(self) -> float:
+        """How long a transient queue's binding lives without a refresh from its consumer."""
+        renewal_interval = self._channel_option("ack_wait") / 3  # see _keep_in_progress
+        return max(LEASE_SECONDS, 3 * renewal_interval)
+
+    async def _alive(self, row: list[Any], now: float) -> bool:
+        """A row is dead once its lease ran out; a lease-less row of a transient queue was
+        written by an older version of this transport and is dropped too."""
+        if len(row) > 3:
+            return float(row[3]) >= now
+        return not await self.is_transient(str(row[2]))
+
     async def bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        """Add the binding (a transient queue's with a lease its consumer keeps renewing),
+        dropping dead rows on the way, so a killed monitor's bindings do not pile up."""
+        transient = bool(await self.is_transient(queue))
         key = f"binding.{escape(exchange)}"
+        identity = [routing_key or "", pattern or "", queue]
         for _ in range(20):
             try:
                 entry = await self.kv.get(key)
@@ -538,21 +561,25 @@ class Transport(virtual.Transport):
                 revision = entry.revision
             except Exception:
                 table, revision = [], None
-            row = [routing_key or "", pattern or "", queue]
-            if row in table:
-                break
-            table.append(row)
+            now = time.time()
+            kept = [row for row in table if row[:3] != identity and await self._alive(row, now)]
+            row = identity + ([now + self._lease_seconds()] if transient else [])
+            if not transient and identity in table and len(kept) == len(table) - 1:
+                break  # already bound, nothing dead to drop
             try:
                 if revision is None:
-                    await self.kv.create(key, json.dumps(table).encode())
+                    await self.kv.create(key, json.dumps([*kept, row]).encode())
                 else:
-                    await self.kv.update(key, json.dumps(table).encode(), last=revision)
+                    await self.kv.update(key, json.dumps([*kept, row]).encode(), last=revision)
                 break
             except (KeyWrongLastSequenceError, BadRequestError):
                 continue  # somebody else bound meanwhile: read again
+        if transient:
+            self._leases.add((exchange, routing_key or "", pattern or "", queue))
         self.bindings.forget(exchange)
 
     async def unbind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        self._leases = {lease for lease in self._leases if lease[3] != queue}
         key = f"binding.{escape(exchange)}"
         for _ in range(20):
             try:
@@ -573,7 +600,9 @@ class Transport(virtual.Transport):
     async def table(self, exchange: str) -> Table:
         """The exchange's binding table as stored in the KV bucket (no cache here)."""
         rows = await self._kv_get(f"binding.{escape(exchange)}") or []
-        return [(str(row[0]), str(row[1]), str(row[2])) for row in rows]
+        now = time.time()
+        return [(str(row[0]), str(row[1]), str(row[2])) for row in rows
+                if len(row) <= 3 or float(row[3]) >= now]
 
     async def _kv_get(self, key: str) -> Any:
         try:
@@ -719,7 +748,8 @@ class Transport(virtual.Transport):
         return msgs[0] if msgs else None
 
     async def _keep_in_progress(self) -> None:
-        """Tell JetStream every held message is still being worked on."""
+        """Tell JetStream every held message is still being worked on, and renew the leases
+        of the transient queues' bindings this connection made."""
         interval = self._channel_option("ack_wait") / 3
         while True:
             await asyncio.sleep(interval)
@@ -727,6 +757,9 @@ class Transport(virtual.Transport):
                 for msg in channel.held_messages():
                     with contextlib.suppress(Exception):
                         await msg.in_progress()
+            for exchange, routing_key, pattern, queue in list(self._leases):
+                with contextlib.suppress(Exception):
+                    await self.bind(exchange, routing_key, pattern, queue)
 
     def _enqueue(self, channel: NatsChannel, queue: str, msg: Msg) -> None:
         """From the NATS thread: hand a message to the Kombu side and wake its event loop."""
