@@ -98,3 +98,34 @@ def test_a_dead_consumers_transient_binding_is_dropped(nats_url: str) -> None:
         assert [row[2] for row in stored] == [alive.name]
         assert stored[0][3] > time.time() + 30  # leased, renewed by this connection
         assert routed_to() == [alive.name]
+
+
+def test_an_unreadable_binding_table_fails_the_publish_instead_of_dropping_it(
+    nats_url: str,
+) -> None:
+    """Only a missing key means "no bindings": a KV read that fails (a server restarting)
+    raises, so the publisher sees an error and retries instead of believing a message that
+    was routed nowhere was sent."""
+    from nats.errors import TimeoutError as NatsTimeout
+    from nats.js.errors import KeyNotFoundError
+
+    class FailingBucket:
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        async def get(self, key: str) -> None:
+            raise self.error
+
+    with Connection(nats_url) as connection:
+        connection.default_channel  # noqa: B018  (connects)
+        transport = connection.transport
+        real = transport.kv
+        try:
+            transport.kv = FailingBucket(KeyNotFoundError())
+            assert transport.run(transport.table("nobody-bound-here")) == []
+            transport.kv = FailingBucket(NatsTimeout())
+            with pytest.raises(NatsTimeout):
+                transport.run(transport.table("orchestrator"))
+            assert NatsTimeout in transport.connection_errors  # Kombu retries the publish
+        finally:
+            transport.kv = real

@@ -49,10 +49,16 @@ from kombu.transport import virtual
 from kombu.utils.json import dumps, loads
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import ConnectionClosedError, NoServersError
+from nats.errors import ConnectionClosedError, NoRespondersError, NoServersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
-from nats.js.errors import BadRequestError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import (
+    BadRequestError,
+    KeyDeletedError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
 
 from orchestrator.transports.bindings import BindingCache, Table, cached_match
 
@@ -354,8 +360,9 @@ class Transport(virtual.Transport):
     implements = virtual.Transport.implements.extend(
         asynchronous=True, exchange_type=frozenset(["direct", "topic", "fanout"]))
 
+    # NoRespondersError: JetStream is not answering yet (a server just restarted).
     connection_errors = (*virtual.Transport.connection_errors, ConnectionClosedError,
-                         NoServersError, NatsTimeout, OSError)
+                         NoServersError, NoRespondersError, NatsTimeout, OSError)
     channel_errors = (*virtual.Transport.channel_errors, NotFoundError, BadRequestError)
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
@@ -598,8 +605,17 @@ class Transport(virtual.Transport):
         self.bindings.forget(exchange)
 
     async def table(self, exchange: str) -> Table:
-        """The exchange's binding table as stored in the KV bucket (no cache here)."""
-        rows = await self._kv_get(f"binding.{escape(exchange)}") or []
+        """The exchange's binding table as stored in the KV bucket (no cache here).
+
+        Only a missing key means "no bindings". Any other failure (the server restarting)
+        is raised: read as an empty table it would route a publish nowhere, and the
+        publisher would believe a dropped message was sent.
+        """
+        try:
+            entry = await self.kv.get(f"binding.{escape(exchange)}")
+        except (KeyNotFoundError, KeyDeletedError):
+            return []
+        rows = json.loads(entry.value) if entry.value else []
         now = time.time()
         return [(str(row[0]), str(row[1]), str(row[2])) for row in rows
                 if len(row) <= 3 or float(row[3]) >= now]
