@@ -175,17 +175,25 @@ class StepTask(Task):  # type: ignore[misc]
         policy = self.step_spec.retry
         retries_done = int(self.request.retries or 0)
         if isinstance(exc, StepInProgress):
-            raise self.retry(exc=exc, countdown=CLAIM_BUSY_COUNTDOWN, max_retries=None)
+            raise self.retry(exc=exc, countdown=CLAIM_BUSY_COUNTDOWN, max_retries=None,
+                             **self._telemetry_reprs())
         if is_retryable(exc) and retries_done < policy.max_retries:
             countdown = policy.delay(retries_done)
             logger.warning("attempt %d failed (%s: %s); retrying in %.1fs",
                            retries_done + 1, type(exc).__name__, exc, countdown)
             headers = dict(self.request.headers or {})
             headers.setdefault(FIRST_FAILURE_HEADER, dead_letter.now_iso())
-            raise self.retry(exc=exc, countdown=countdown, max_retries=None, headers=headers)
+            raise self.retry(exc=exc, countdown=countdown, max_retries=None, headers=headers,
+                             **self._telemetry_reprs())
         reason = (dead_letter.REASON_RETRIES_EXHAUSTED if is_retryable(exc)
                   else dead_letter.REASON_FAILED)
         self._dead_letter_and_raise(exc, reason, correlation_id)
+
+    def _telemetry_reprs(self) -> dict[str, str]:
+        """The payload-free argsrepr/kwargsrepr the pipeline gave this message, for the
+        messages it becomes (a retry, a dead letter): Celery would format the payload."""
+        reprs = {name: getattr(self.request, name, None) for name in ("argsrepr", "kwargsrepr")}
+        return {name: value for name, value in reprs.items() if isinstance(value, str)}
 
     def _dead_letter_and_raise(
         self, exc: Exception, reason: str, correlation_id: str | None
@@ -211,6 +219,7 @@ class StepTask(Task):  # type: ignore[misc]
                 routing_key=dlq_name(self.step_spec.queue),
                 headers=headers,
                 retries=request.retries or 0,
+                **self._telemetry_reprs(),
             )
         except Exception as publish_error:
             logger.error("could not publish the dead letter (%s); rejecting to the broker DLX",

@@ -76,6 +76,9 @@ def test_retries_exhausted_then_dlq_with_full_details(
     assert details["task_id"] == letter.id
     assert details["correlation_id"] == handle.correlation_id
     assert details["first_failure_at"] < details["last_failure_at"]
+    # Retried and dead-lettered, the message still shows the correlation id, not the payload.
+    assert "correlation_id=" in letter.headers["argsrepr"]
+    assert "always" not in letter.headers["argsrepr"]
 
 
 def test_final_error_goes_straight_to_the_dlq(worker: WorkerProcess, on_broker: object) -> None:

@@ -13,6 +13,7 @@ heartbeats and other non-task events are not buffered and leave at once, as befo
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 from celery.worker.consumer import Consumer
@@ -24,18 +25,21 @@ FLUSH_INTERVAL = 0.1
 class BatchedEventsConsumer(Consumer):  # type: ignore[misc]
     """Celery's consumer with task events flushed on a short timer, not on every tick."""
 
-    _event_flush_scheduled = False
+    _event_flush_due: float | None = None
 
     def on_send_event_buffered(self) -> None:
         if self.hub is None:
             super().on_send_event_buffered()
             return
-        if not self._event_flush_scheduled:
-            self._event_flush_scheduled = True
+        now = time.monotonic()
+        # A flush already due is not scheduled again, unless it is long overdue: the hub
+        # drops its timers when the connection is lost and the loop restarts.
+        if self._event_flush_due is None or now > self._event_flush_due + 1.0:
+            self._event_flush_due = now + FLUSH_INTERVAL
             self.hub.call_later(FLUSH_INTERVAL, self._flush_buffered_events)
 
     def _flush_buffered_events(self) -> None:
-        self._event_flush_scheduled = False
+        self._event_flush_due = None
         self._flush_events()
 
     def shutdown(self) -> Any:
