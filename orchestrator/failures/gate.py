@@ -3,9 +3,10 @@
 Celery's default for a message it cannot decode, or whose content type is not accepted (e.g.
 pickle when only JSON is allowed), is to log it and ack it: the message is gone. For an unknown
 task or an invalid one it rejects, which on a queue without dead-lettering also drops it. The
-:class:`GatedConsumer` (installed as ``worker_consumer``) checks each delivery first, in the
-worker's main process, and moves anything it refuses to ``<queue>.dlq`` with the reason, then
-acks it. The worker never dies of a bad message and the queue never blocks on one.
+:class:`GatedConsumer` (part of the worker's consumer, :mod:`orchestrator.worker_consumer`)
+checks each delivery first, in the worker's main process, and moves anything it refuses to
+``<queue>.dlq`` with the reason, then acks it. The worker never dies of a bad message and the
+queue never blocks on one.
 """
 
 from __future__ import annotations
