@@ -183,18 +183,21 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class _FlakyClient:
-    """A real Redis client whose first ``fail`` pipelines raise a connection error."""
+class _FlakyConnection(redis.Connection):
+    """A real Redis connection whose first ``fail`` writes raise a connection error."""
 
-    def __init__(self, url: str, fail: int) -> None:
-        self.real = redis.Redis.from_url(url)
-        self.fail = fail
+    fail = 0
 
-    def pipeline(self, transaction: bool = False) -> Any:
-        if self.fail > 0:
-            self.fail -= 1
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if _FlakyConnection.fail > 0:
+            _FlakyConnection.fail -= 1
             raise redis.ConnectionError("injected")
-        return self.real.pipeline(transaction=transaction)
+        super().send_packed_command(command, check_health)
+
+
+def _connection_factory(url: str, kind: type[redis.Connection] = redis.Connection) -> Any:
+    pool = redis.ConnectionPool.from_url(url)
+    return lambda: kind(**pool.connection_kwargs)
 
 
 def test_acks_that_fail_are_retried_until_they_land(client: redis.Redis,
@@ -203,11 +206,13 @@ def test_acks_that_fail_are_retried_until_they_land(client: redis.Redis,
     client.xgroup_create(stream, GROUP, id="0", mkstream=True)
     entry_id = _text(client.xadd(stream, {"payload": "{}"}))
     client.xreadgroup(GROUP, "c1", {stream: ">"}, count=1)
-    writer = BackgroundWriter(lambda: _FlakyClient(result_backend, fail=2))
+    _FlakyConnection.fail = 2
+    writer = BackgroundWriter(_connection_factory(result_backend, _FlakyConnection))
     try:
         writer.ack(stream, entry_id)
         wait_until(lambda: client.xlen(stream) == 0, timeout=10, message="the ack landed")
         assert client.xpending(stream, GROUP)["pending"] == 0
+        assert _FlakyConnection.fail == 0
     finally:
         writer.close()
         client.delete(stream)
@@ -218,7 +223,7 @@ def test_close_sends_what_is_queued(client: redis.Redis, result_backend: str) ->
     client.xgroup_create(stream, GROUP, id="0", mkstream=True)
     ids = [_text(client.xadd(stream, {"payload": str(n)})) for n in range(50)]
     client.xreadgroup(GROUP, "c1", {stream: ">"}, count=50)
-    writer = BackgroundWriter(lambda: redis.Redis.from_url(result_backend))
+    writer = BackgroundWriter(_connection_factory(result_backend))
     for entry_id in ids:
         writer.ack(stream, entry_id)
     writer.close()

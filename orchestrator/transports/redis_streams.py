@@ -28,6 +28,8 @@ Not supported: priorities (one stream per queue, FIFO), ``global_keyprefix``, Re
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import queue as queue_module
@@ -137,8 +139,8 @@ class BackgroundWriter:
     BATCH = 200
     RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0)
 
-    def __init__(self, client_factory: Any) -> None:
-        self._client_factory = client_factory
+    def __init__(self, connection_factory: Any) -> None:
+        self._connection_factory = connection_factory
         self._queue: queue_module.Queue[Any] = queue_module.Queue()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="streams-writer")
@@ -166,24 +168,39 @@ class BackgroundWriter:
         stop = any(item is self._STOP for item in batch)
         return [item for item in batch if item is not self._STOP], stop
 
-    def _send(self, client: Any, commands: list[Any]) -> None:
-        with client.pipeline(transaction=False) as pipe:
-            for kind, key, value in commands:
-                if kind == "publish":
-                    pipe.publish(key, value)
-                elif kind == "transient":
-                    payload, maxlen, expires_ms = value
-                    pipe.xadd(key, {"payload": payload, "returns": 0}, maxlen=maxlen,
-                              approximate=True)
-                    if expires_ms:
-                        pipe.pexpire(key, expires_ms)
-                else:
-                    pipe.xack(key, GROUP, value)
-                    pipe.xdel(key, value)
-            pipe.execute()
+    @staticmethod
+    def _wire_commands(commands: list[Any]) -> list[tuple[Any, ...]]:
+        wire: list[tuple[Any, ...]] = []
+        for kind, key, value in commands:
+            if kind == "publish":
+                wire.append(("PUBLISH", key, value))
+            elif kind == "transient":
+                payload, maxlen, expires_ms = value
+                wire.append(("XADD", key, "MAXLEN", "~", maxlen, "*",
+                             "payload", payload, "returns", 0))
+                if expires_ms:
+                    wire.append(("PEXPIRE", key, expires_ms))
+            else:
+                wire.append(("XACK", key, GROUP, value))
+                wire.append(("XDEL", key, value))
+        return wire
+
+    def _send(self, connection: Any, commands: list[Any]) -> None:
+        """One write and one read for the whole batch, on a bare connection: redis-py's
+        pipeline (pool checkout, response callbacks) costs more than the commands here."""
+        wire = self._wire_commands(commands)
+        try:
+            connection.send_packed_command(connection.pack_commands(wire))
+            for _ in wire:
+                # A refused command (XACK after the group was deleted) has nothing to retry.
+                with contextlib.suppress(redis.ResponseError):
+                    connection.read_response()
+        except Exception:
+            connection.disconnect()  # replies may be left unread: start clean next time
+            raise
 
     def _run(self) -> None:
-        client = self._client_factory()
+        connection = self._connection_factory()
         retry: list[Any] = []
         failures = 0
         stop = False
@@ -193,7 +210,7 @@ class BackgroundWriter:
             commands, retry = retry + fresh, []
             if commands:
                 try:
-                    self._send(client, commands)
+                    self._send(connection, commands)
                     failures = 0
                 except Exception:
                     failures += 1
@@ -272,9 +289,16 @@ class Channel(kombu_redis.Channel):
         self._last_reclaim = 0.0
         self._groups_made: set[str] = set()
         self._reclaimed_on_get: set[str] = set()
+        self._tag_prefix = uuid.uuid4().hex[:12] + "."
+        self._tag_numbers = itertools.count(1)
         super().__init__(*args, **kwargs)
         if self.global_keyprefix:
             raise ValueError("redis-streams: global_keyprefix is not supported")
+
+    def _next_delivery_tag(self) -> str:
+        """Unique within this channel, which is all a tag needs (QoS is per channel); a
+        counter, not Kombu's ``uuid4`` (a ``urandom`` call for every message and event)."""
+        return f"{self._tag_prefix}{next(self._tag_numbers)}"
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -457,7 +481,7 @@ class Channel(kombu_redis.Channel):
         payload: dict[str, Any] = loads(_text(fields["payload"]))
         returns = int(_text(fields.get("returns", 0)))
         properties = payload.setdefault("properties", {})
-        properties["delivery_tag"] = uuid.uuid4().hex
+        properties["delivery_tag"] = self._next_delivery_tag()
         info = properties.setdefault("delivery_info", {})
         info.update(x_stream=stream, x_stream_id=entry_id, x_returns=returns,
                     redelivered=returns > 0)
@@ -492,8 +516,12 @@ class Channel(kombu_redis.Channel):
         writer = self.__dict__.get("_background_writer")
         if writer is None:
             writer = self.__dict__["_background_writer"] = BackgroundWriter(
-                self._create_client)
+                self._bare_connection)
         return writer
+
+    def _bare_connection(self) -> Any:
+        """A connection of its own, with this channel's settings (TLS, auth, timeouts)."""
+        return self.pool.connection_class(**self.pool.connection_kwargs)
 
     def return_entry(self, message: Any) -> None:
         """A delivery that did not complete: re-add with one more return, or dead-letter."""
