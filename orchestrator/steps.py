@@ -15,10 +15,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from celery import current_app
+
 from orchestrator.envelope import Envelope, EventType
 from orchestrator.failures.retry import RetryPolicy
 from orchestrator.settings import Settings, get_settings
-from orchestrator.topology import QueueSpec, StepKind, queue_name, topology
+from orchestrator.topology import (
+    QueueSpec,
+    StepKind,
+    queue_name,
+    routes_through_exchange,
+    topology,
+)
 
 if TYPE_CHECKING:
     from orchestrator.step_task import StepTask
@@ -74,12 +82,20 @@ def registered_steps() -> dict[str, StepSpec]:
     return dict(_steps)
 
 
-def route_step(name: str, *_: Any, **__: Any) -> dict[str, str] | None:
-    """Celery router (``task_routes``): a step goes to its own queue and nowhere else."""
+def route_step(name: str, *_: Any, task: Any = None, **__: Any) -> dict[str, str] | None:
+    """Celery router (``task_routes``): a step goes to its own queue and nowhere else.
+
+    Through the anonymous exchange where the transport routes in the publisher (see
+    :func:`~orchestrator.topology.routes_through_exchange`).
+    """
     spec = _steps.get(name)
     if spec is None:
         return None
-    return {"queue": spec.queue, "routing_key": spec.queue}
+    route = {"queue": spec.queue, "routing_key": spec.queue}
+    app = task.app if task is not None else current_app
+    if not routes_through_exchange(app.conf.broker_url):
+        route["exchange"] = ""
+    return route
 
 
 def _declare(

@@ -7,6 +7,12 @@ with a delivery limit (a message that keeps killing its worker is dead-lettered 
 instead of looping forever). They hang off one *topic* exchange because Celery's native delayed
 delivery (used for retry countdowns on quorum queues) cannot route through direct exchanges.
 
+Kombu's virtual transports (Redis, Redis Streams, NATS) route in the publisher, reading the
+exchange's binding table first; there a step is published through the anonymous exchange
+straight to its queue (:func:`routes_through_exchange`), which reaches the same queue, since a
+work queue is bound by its own name only. An extra queue bound to ``orchestrator`` by an
+operator therefore gets copies on RabbitMQ only.
+
 Queue arguments are immutable on RabbitMQ: changing ``delivery_limit`` for an existing queue
 fails with PRECONDITION_FAILED. :func:`declare` turns that into an error that says so.
 """
@@ -28,6 +34,9 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*\Z")  # \Z: "$" also matches before
 
 StepKind = Literal["escavador", "executador"]
 
+SERVER_ROUTED_SCHEMES = frozenset({"amqp", "amqps", "pyamqp", "librabbitmq"})
+"""Broker URL schemes whose broker routes through exchanges itself (RabbitMQ)."""
+
 
 class TopologyError(RuntimeError):
     """The broker refused the topology (e.g. an existing queue with other arguments)."""
@@ -40,6 +49,19 @@ def queue_name(kind: StepKind, name: str) -> str:
             f"{kind} name {name!r}: use lower-case letters, digits, '_' or '-' only"
         )
     return f"{kind}_{name}"
+
+
+def routes_through_exchange(broker_url: Any) -> bool:
+    """Whether steps are published through the ``orchestrator`` exchange on this broker.
+
+    True on RabbitMQ, whose native delayed delivery (retry countdowns on quorum queues)
+    needs a topic exchange. False on the virtual transports, where the exchange costs a
+    binding-table read per publish (a round trip on Kombu's stock Redis transport) and
+    delayed delivery does not exist.
+    """
+    first = broker_url[0] if isinstance(broker_url, list | tuple) else broker_url
+    scheme = str(first or "amqp").split(";", 1)[0].split("://", 1)[0]
+    return scheme.split("+")[0] in SERVER_ROUTED_SCHEMES
 
 
 def dlq_name(queue: str) -> str:

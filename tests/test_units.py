@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -33,6 +34,7 @@ from orchestrator.pipeline import (
     kwargs_description,
 )
 from orchestrator.settings import Settings, get_settings, redact_url
+from orchestrator.steps import route_step
 from orchestrator.topology import (
     WORK_EXCHANGE,
     QueueSpec,
@@ -42,6 +44,7 @@ from orchestrator.topology import (
     is_dead_letter_queue,
     original_queue,
     queue_name,
+    routes_through_exchange,
     topology,
 )
 
@@ -245,6 +248,36 @@ def test_work_queue_uses_the_topic_exchange_and_its_own_name() -> None:
     assert queue.exchange.type == "topic"
     assert queue.durable
     assert getattr(queue, "queue_arguments", None) == spec.queue_arguments()
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("amqp://guest:guest@127.0.0.1:5672//", True),
+    ("pyamqp://127.0.0.1", True),
+    ("amqps://host;amqp://other", True),
+    (["amqp://a", "amqp://b"], True),
+    ("redis://127.0.0.1:6379/0", False),
+    ("redis-streams://127.0.0.1:6379/0", False),
+    ("nats://127.0.0.1:4222", False),
+    ("memory://", False),
+])
+def test_only_rabbitmq_routes_through_the_work_exchange(url: Any, expected: bool) -> None:
+    assert routes_through_exchange(url) is expected
+
+
+@pytest.mark.parametrize(("url", "exchange"), [
+    ("amqp://guest:guest@127.0.0.1:5672//", None),
+    ("redis-streams://127.0.0.1:6379/0", ""),
+    ("nats://127.0.0.1:4222", ""),
+])
+def test_router_sends_a_step_to_its_own_queue(url: str, exchange: str | None) -> None:
+    """Through the topic exchange on RabbitMQ (delayed delivery needs it), through the
+    anonymous exchange where the transport would read the binding table per publish."""
+    task = SimpleNamespace(app=SimpleNamespace(conf=SimpleNamespace(broker_url=url)))
+    route = route_step("executador_webhook", (), {}, {}, task=task)
+    assert route is not None
+    assert route["queue"] == route["routing_key"] == "executador_webhook"
+    assert route.get("exchange") == exchange
+    assert route_step("not_a_step", (), {}, {}, task=task) is None
 
 
 def test_dead_letter_entities() -> None:
