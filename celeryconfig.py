@@ -1,9 +1,9 @@
 """Celery settings of the orchestrator, derived from ``ORCHESTRATOR_*`` environment variables.
 
-Loaded with ``app.config_from_object("celeryconfig")``. Every value that matters for safety
-is fixed here rather than left to Celery's defaults: JSON only (a pickled message is refused,
-and dead-lettered by the gate), acks after the work is done, a requeue when a worker dies, and
-publisher confirms so a publish that returned is on the broker.
+Loaded by ``orchestrator/celery_app.py`` as a dict of this module's settings. Every value
+that matters for safety is fixed here rather than left to Celery's defaults: JSON only (a
+pickled message is refused, and dead-lettered by the gate), acks after the work is done, a
+requeue when a worker dies, and publisher confirms so a publish that returned is on the broker.
 """
 
 from __future__ import annotations
