@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import redis
 from celery import states
+from kombu import Connection, Consumer, Producer, Queue
+from kombu.asynchronous import Hub
 
 from orchestrator.celery_app import app
 from orchestrator.idempotency import IdempotencyWrite, RedisIdempotencyStore
@@ -231,3 +233,100 @@ def test_close_sends_what_is_queued(client: redis.Redis, result_backend: str) ->
         assert client.xlen(stream) == 0
     finally:
         client.delete(stream)
+
+
+# --- the Streams transport: acks ride ahead of the next read ---------------------------------
+
+
+def _streams_url(result_backend: str) -> str:
+    return "redis-streams://" + result_backend.split("://", 1)[1]
+
+
+class _Worker:
+    """A Kombu consumer on an event loop (Kombu's hub), the way a Celery worker consumes."""
+
+    def __init__(self, connection: Connection, name: str) -> None:
+        queue = Queue(name, routing_key=name)
+        with connection.channel() as channel:
+            queue.bind(channel).declare()
+        Producer(connection.channel()).publish({"n": 1}, routing_key=name, serializer="json")
+        self.hub = Hub()
+        connection.transport.register_with_event_loop(connection.connection, self.hub)
+        self.turns = self.hub.create_loop()
+        self.channel = connection.channel()
+        self.received: list[Any] = []
+        self.consumer = Consumer(self.channel, [queue], callbacks=[self._on_message],
+                                 accept=["json"])
+        self.consumer.consume()
+
+    def _on_message(self, body: Any, message: Any) -> None:
+        self.received.append(body)
+        message.ack()
+
+    def turn_until(self, condition: Any, message: str) -> None:
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {message}"
+            next(self.turns)
+
+    def close(self) -> None:
+        self.hub.close()
+
+
+def test_an_ack_rides_ahead_of_the_next_read(client: redis.Redis, result_backend: str) -> None:
+    name = f"test_ack_ride_{uuid.uuid4().hex[:8]}"
+    try:
+        with Connection(_streams_url(result_backend)) as connection:
+            worker = _Worker(connection, name)
+            worker.turn_until(lambda: worker.received == [{"n": 1}], "the message")
+            assert worker.channel._acks_for_next_poll, "the ack waits for the next read"
+            # The next turn sends the next XREADGROUP with the ack ahead of it; the queue
+            # being empty, the read blocks in the server and the ack's replies come alone.
+            worker.turn_until(lambda: not worker.channel._acks_for_next_poll, "the read")
+            worker.turn_until(lambda: client.xpending(name, GROUP)["pending"] == 0, "the ack")
+            assert client.xlen(name) == 0
+            assert worker.channel._in_poll, "the read is still waiting in the server"
+            assert "_background_writer" not in worker.channel.__dict__, "no thread needed"
+            worker.close()
+    finally:
+        client.delete(name)
+
+
+def test_an_ack_waiting_for_a_read_lands_when_the_consumer_is_cancelled(
+        client: redis.Redis, result_backend: str) -> None:
+    name = f"test_ack_cancel_{uuid.uuid4().hex[:8]}"
+    try:
+        with Connection(_streams_url(result_backend)) as connection:
+            worker = _Worker(connection, name)
+            worker.turn_until(lambda: worker.received == [{"n": 1}], "the message")
+            assert worker.channel._acks_for_next_poll
+            worker.consumer.cancel()
+            assert wait_until(lambda: client.xpending(name, GROUP)["pending"] == 0,
+                              timeout=10, message="the ack")
+            assert client.xlen(name) == 0
+            worker.close()
+    finally:
+        client.delete(name)
+
+
+def test_without_an_event_loop_an_ack_is_sent_at_once(client: redis.Redis,
+                                                       result_backend: str) -> None:
+    """A plain ``drain_events`` caller may never call again: no ack waits for it."""
+    name = f"test_ack_sync_{uuid.uuid4().hex[:8]}"
+    queue = Queue(name, routing_key=name)
+    try:
+        with Connection(_streams_url(result_backend)) as connection:
+            with connection.channel() as channel:
+                queue.bind(channel).declare()
+            Producer(connection.channel()).publish({"n": 1}, routing_key=name,
+                                                   serializer="json")
+            channel = connection.channel()
+            consumer = Consumer(channel, [queue], accept=["json"],
+                                callbacks=[lambda body, message: message.ack()])
+            consumer.consume()
+            connection.drain_events(timeout=5)
+            assert not channel._acks_for_next_poll
+            assert wait_until(lambda: client.xpending(name, GROUP)["pending"] == 0,
+                              timeout=10, message="the ack")
+    finally:
+        client.delete(name)

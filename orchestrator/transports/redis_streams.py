@@ -9,7 +9,8 @@ deletes. Here each queue is a stream with one consumer group shared by all worke
 
 - publish is ``XADD``; consume is ``XREADGROUP`` blocking in the server over every consumed
   stream at once (no polling sleeps); ack is ``XACK`` + ``XDEL``, so a stream only holds what
-  is unread or unacknowledged;
+  is unread or unacknowledged. Acks are not waited for: they ride ahead of the next
+  ``XREADGROUP`` in one write, or go through a background writer thread;
 - a delivered, unacked message stays in the group's pending list under its consumer. A
   consumer is *alive* while a heartbeat thread refreshes its key (a thread, so a long task or a
   blocked event loop cannot stop it). Only a dead consumer's messages are reclaimed, and
@@ -121,6 +122,18 @@ def _entries(response: Any) -> list[tuple[str, str, dict[str, Any]]]:
     return found
 
 
+def _ack_commands(acks: list[tuple[str, str]]) -> list[tuple[Any, ...]]:
+    """``XACK`` + ``XDEL`` per stream for ``(stream, entry id)`` pairs."""
+    by_stream: dict[str, list[str]] = {}
+    for stream, entry_id in acks:
+        by_stream.setdefault(stream, []).append(entry_id)
+    commands: list[tuple[Any, ...]] = []
+    for stream, ids in by_stream.items():
+        commands.append(("XACK", stream, GROUP, *ids))
+        commands.append(("XDEL", stream, *ids))
+    return commands
+
+
 class BackgroundWriter:
     """Sends, from one thread, the commands whose reply the event loop need not wait for.
 
@@ -181,8 +194,7 @@ class BackgroundWriter:
                 if expires_ms:
                     wire.append(("PEXPIRE", key, expires_ms))
             else:
-                wire.append(("XACK", key, GROUP, value))
-                wire.append(("XDEL", key, value))
+                wire.extend(_ack_commands([(key, value)]))
         return wire
 
     def _send(self, connection: Any, commands: list[Any]) -> None:
@@ -288,6 +300,9 @@ class Channel(kombu_redis.Channel):
         self._heartbeat: threading.Thread | None = None
         self._last_reclaim = 0.0
         self._groups_made: set[str] = set()
+        self._acks_for_next_poll: list[tuple[str, str]] = []
+        self._acks_in_flight: list[tuple[str, str]] = []
+        self._ack_replies_due = 0
         self._reclaimed_on_get: set[str] = set()
         self._tag_prefix = uuid.uuid4().hex[:12] + "."
         self._tag_numbers = itertools.count(1)
@@ -431,16 +446,65 @@ class Channel(kombu_redis.Channel):
             timeout = self.brpop_timeout
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
+            self._hand_acks_to_writer()
             return
         self._start_heartbeat()
-        self._in_poll = self.client.connection
+        connection = self.client.connection
+        self._in_poll = connection
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
         block_ms = max(int((timeout or 1) * 1000), 1)
-        command = ["XREADGROUP", "GROUP", GROUP, self.consumer_name, "COUNT", 1,
-                   "BLOCK", block_ms, "STREAMS", *queues, *([">"] * len(queues))]
-        self.client.connection.send_command(*command)
+        read = ("XREADGROUP", "GROUP", GROUP, self.consumer_name, "COUNT", 1,
+                "BLOCK", block_ms, "STREAMS", *queues, *([">"] * len(queues)))
+        acks, self._acks_for_next_poll = self._acks_for_next_poll, []
+        commands = [*_ack_commands(acks), read]
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+        except Exception:
+            self._acks_for_next_poll = acks + self._acks_for_next_poll
+            self._hand_acks_to_writer()
+            raise
+        self._acks_in_flight = acks
+        self._ack_replies_due = len(commands) - 1
+
+    def _read_ack_replies(self) -> bool:
+        """Read the replies of the acks sent ahead of the ``XREADGROUP``; whether its own
+        reply is there to read too (else it still blocks in the server: wait for it)."""
+        connection = self.client.connection
+        try:
+            while self._ack_replies_due:
+                # A refused ack (the group was deleted) has nothing to retry.
+                with contextlib.suppress(self.ResponseError):
+                    connection.read_response()
+                self._ack_replies_due -= 1
+        except self.connection_errors:
+            self._acks_lost_with_connection()
+            connection.disconnect()
+            self._in_poll = None  # type: ignore[assignment]
+            raise
+        self._acks_in_flight = []
+        return bool(connection.can_read(timeout=0))
+
+    def _acks_lost_with_connection(self) -> None:
+        """Acks whose replies never came may not have landed: the writer sends them again
+        (``XACK`` and ``XDEL`` are idempotent)."""
+        self._acks_for_next_poll = self._acks_in_flight + self._acks_for_next_poll
+        self._acks_in_flight = []
+        self._ack_replies_due = 0
+        self._hand_acks_to_writer()
+
+    def _hand_acks_to_writer(self) -> None:
+        acks, self._acks_for_next_poll = self._acks_for_next_poll, []
+        for stream, entry_id in acks:
+            self._writer.ack(stream, entry_id)
+
+    def _on_connection_disconnect(self, connection: Any) -> None:
+        if self._in_poll is connection and (self._acks_in_flight or self._ack_replies_due):
+            self._acks_lost_with_connection()
+        super()._on_connection_disconnect(connection)
 
     def _brpop_read(self, **options: Any) -> bool:
+        if self._ack_replies_due and not self._read_ack_replies():
+            raise virtual.Empty()  # the hub calls again when the XREADGROUP reply arrives
         try:
             try:
                 response = self.client.parse_response(self.client.connection, "XREADGROUP",
@@ -504,11 +568,33 @@ class Channel(kombu_redis.Channel):
         return info["x_stream"], info["x_stream_id"], int(info.get("x_returns", 0))
 
     def ack_entry(self, message: Any) -> None:
+        """Ack on the next ``XREADGROUP``'s write, or through the writer thread.
+
+        An ack frees a prefetch slot, so a consuming channel sends its next ``XREADGROUP``
+        in the same loop turn: the ``XACK`` + ``XDEL`` ride ahead of it in one write, and
+        their replies are read before its own. When that read is already waiting in the
+        server, or no read is sure to follow (``basic_get``, no event loop), the writer
+        sends them.
+        """
         where = self._where(message)
         if where is None:
             return
         stream, entry_id, _ = where
-        self._writer.ack(stream, entry_id)
+        if self._in_poll or not self.active_queues or not self._next_read_is_due:
+            self._writer.ack(stream, entry_id)
+        else:
+            self._acks_for_next_poll.append((stream, entry_id))
+
+    @property
+    def _next_read_is_due(self) -> bool:
+        """On an event loop (a Celery worker) the next turn sends the next read; a plain
+        ``drain_events`` caller may never call again."""
+        return bool(getattr(self.connection, "on_event_loop", False))
+
+    def basic_cancel(self, consumer_tag: str) -> Any:
+        result = super().basic_cancel(consumer_tag)
+        self._hand_acks_to_writer()  # no read may follow for this consumer
+        return result
 
     @property
     def _writer(self) -> BackgroundWriter:
@@ -597,6 +683,8 @@ class Channel(kombu_redis.Channel):
 
     def maintain(self) -> None:
         """Reclaim the messages of dead consumers of the queues this channel consumes."""
+        if self._acks_for_next_poll and not self._in_poll:  # no poll came (consumer paused)
+            self._hand_acks_to_writer()
         now = monotonic()
         if now - self._last_reclaim < self.reclaim_interval:
             return
@@ -634,6 +722,8 @@ class Channel(kombu_redis.Channel):
 
     def close(self) -> None:
         self._heartbeat_stop.set()
+        if self._acks_in_flight or self._acks_for_next_poll:
+            self._acks_lost_with_connection()
         writer = self.__dict__.pop("_background_writer", None)
         if writer is not None:
             writer.close()  # acks first: the consumer is deleted below only without pending
@@ -657,6 +747,7 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
     driver_type = "redis"
     driver_name = "redis-streams"
+    on_event_loop = False  # set once a hub drives it: acks may then wait for the next read
     implements = kombu_redis.Transport.implements.extend(batch_publish=False)
 
     def __init__(self, client: Any, *args: Any, **kwargs: Any) -> None:
@@ -668,3 +759,29 @@ class Transport(kombu_redis.Transport):
     @property
     def supports_batch_publish(self) -> bool:
         return False
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        """Kombu's, with a cheaper per-turn hook.
+
+        Kombu re-adds every socket to the hub on every loop turn; each re-add is an
+        ``epoll_ctl`` that fails with ``EEXIST`` and an exception caught. The poller
+        (un)registers its sockets with epoll itself (connect, pause, resume), so only a
+        socket whose reader the hub does not hold yet (new, or its fd number reused) needs
+        adding.
+        """
+        hooks_before = set(loop.on_tick)
+        super().register_with_event_loop(connection, loop)
+        self.on_event_loop = True
+        added = [hook for hook in loop.on_tick if hook not in hooks_before]
+        if len(added) != 1:  # not the Kombu this was written against: keep its hook
+            return
+        cycle, readers, on_readable = self.cycle, loop.readers, self.on_readable
+
+        def on_poll_start() -> None:
+            cycle.on_poll_start()
+            for fd in cycle.fds:
+                if readers.get(fd) != (on_readable, (fd,)):
+                    loop.add_reader(fd, on_readable, fd)
+
+        loop.on_tick.discard(added[0])
+        loop.on_tick.add(on_poll_start)
