@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +12,10 @@ import pytest
 
 from orchestrator.pipeline import run_pipeline
 from tests.support.brokers import BrokerUnderTest
+from tests.support.http_servers import http_server
 from tests.support.net import free_port
 from tests.support.waiting import wait_until
-from tests.support.workers import REPO, WorkerProcess
+from tests.support.workers import WorkerProcess
 
 pytestmark = pytest.mark.broker
 ORCHESTRATOR_CLI = str(Path(sys.executable).with_name("orchestrator"))
@@ -27,24 +25,10 @@ ORCHESTRATOR_CLI = str(Path(sys.executable).with_name("orchestrator"))
 @pytest.fixture()
 def metrics_url(worker: WorkerProcess, on_broker: BrokerUnderTest) -> Iterator[str]:
     port = free_port()
-    process = subprocess.Popen([ORCHESTRATOR_CLI, "metrics", "--port", str(port)], cwd=REPO,
-                               env=worker.env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}/metrics"
-
-    def up() -> bool:
-        assert process.poll() is None, "the metrics server exited"
-        try:
-            return httpx.get(url, timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(up, timeout=60, message="the metrics endpoint")
+    with http_server([ORCHESTRATOR_CLI, "metrics", "--port", str(port)], env=worker.env,
+                     health_url=url, what="the metrics endpoint"):
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +14,7 @@ import pytest
 from orchestrator.devmode.feed_server import SAMPLE_CHANNEL_ID
 from orchestrator.settings import get_settings
 from tests.support.brokers import BrokerUnderTest
+from tests.support.http_servers import http_server
 from tests.support.net import free_port
 from tests.support.waiting import wait_until
 from tests.support.workers import REPO, WorkerProcess, worker_env
@@ -83,27 +82,14 @@ def test_cli_dlq_commands_round_trip(worker: WorkerProcess, on_broker: BrokerUnd
 def flower(broker: BrokerUnderTest, log_dir: Path) -> Iterator[str]:
     port = free_port()
     env = worker_env(broker.url, {"FLOWER_BASIC_AUTH": "operador:segredo"})
-    log = (log_dir / "flower.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "orchestrator", "flower", f"--port={port}",
-         "--address=127.0.0.1"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        assert process.poll() is None, (log_dir / "flower.log").read_text()
-        try:
-            return httpx.get(url + "/healthcheck", timeout=2).status_code in (200, 401)
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(up, timeout=60, message="Flower listening")
+    log_path = log_dir / "flower.log"
+    with log_path.open("w") as log, http_server(
+            [sys.executable, "-m", "celery", "-A", "orchestrator", "flower", f"--port={port}",
+             "--address=127.0.0.1"], env=env, health_url=url + "/healthcheck",
+            healthy=(200, 401), output=log, what="Flower listening",
+            exit_details=log_path.read_text):
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-        log.close()
 
 
 def test_flower_lists_the_pipeline_tasks_behind_basic_auth(
