@@ -20,13 +20,20 @@ from rich.markup import escape
 
 from bench import redisdb
 from bench.brokers import BROKERS, unavailable_reason
-from bench.scenarios import Context, Metrics, measure_chain, measure_drain, measure_fanout
+from bench.scenarios import (
+    Context,
+    Metrics,
+    measure_chain,
+    measure_drain,
+    measure_fanout,
+    measure_publish_interleaved,
+)
 from bench.side import Side
 from bench.side_orchestrator import OrchestratorSide
 from bench.side_plain import PlainSide
 from orchestrator.settings import redact_url
 
-SCENARIOS = ("throughput", "latency", "fanout", "backlog")
+SCENARIOS = ("throughput", "publish", "latency", "fanout", "backlog")
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,12 @@ class BrokerRecord:
 
 
 Measure = Callable[[Side, Context], Metrics]
+PairedMeasure = Callable[[tuple[Side, ...]], dict[str, Metrics]]
+"""Measures both sides at once (in turns), returning metrics per side name."""
+
+
+def _paired_measures(plan: Plan) -> dict[str, PairedMeasure]:
+    return {"publish": lambda sides: measure_publish_interleaved(sides, plan.tasks)}
 
 
 def _measures(plan: Plan) -> dict[str, Measure]:
@@ -84,6 +97,25 @@ def _brief(metrics: Metrics) -> str:
         if value is not None and not math.isnan(value):
             shown.append(f"{key}={value:.1f}")
     return " ".join(shown)
+
+
+def _run_paired(record: ScenarioRecord, measure: PairedMeasure, sides: tuple[Side, ...],
+                plan: Plan, console: Console, title: str) -> None:
+    """Like :func:`_run_scenario` for a measure that takes both sides at once."""
+    for round_number in range(1, plan.rounds + 1):
+        redisdb.tidy(plan.redis_url)
+        label = escape(f"{title} {round_number}/{plan.rounds} both sides in turns")
+        console.log(f"{label} ...")
+        try:
+            outcome: dict[str, Metrics | None] = dict(measure(sides))
+        except Exception as exc:
+            record.errors.append(f"round {round_number}: {type(exc).__name__}: {exc}")
+            outcome = {side.name: None for side in sides}
+            console.log(f"[red]{label} failed:[/red] {escape(str(exc))}")
+        else:
+            for name, metrics in outcome.items():
+                console.log(f"{label} {name}: {_brief(metrics or {})}")
+        record.rounds.append(outcome)
 
 
 def _run_scenario(record: ScenarioRecord, measure: Measure, sides: tuple[Side, ...],
@@ -132,7 +164,8 @@ def run(plan: Plan, console: Console) -> tuple[list[BrokerRecord], bool]:
     return records, interrupted
 
 
-def _run_brokers(plan: Plan, sides: tuple[Side, ...], measures: dict[str, Measure],
+def _run_brokers(plan: Plan, sides: tuple[Side, ...],
+                 measures: dict[str, Measure],
                  ctx: Context, console: Console, records: list[BrokerRecord]) -> None:
     """Fill ``records`` as measurements complete, so an interrupt keeps what was measured."""
     for name in plan.brokers:
@@ -147,5 +180,10 @@ def _run_brokers(plan: Plan, sides: tuple[Side, ...], measures: dict[str, Measur
             side.use_broker(url)
         for scenario in plan.scenarios:
             record.scenarios[scenario] = ScenarioRecord()
-            _run_scenario(record.scenarios[scenario], measures[scenario], sides, plan, ctx,
-                          console, f"[{name}] {scenario}")
+            title = f"[{name}] {scenario}"
+            paired = _paired_measures(plan).get(scenario)
+            if paired is not None:
+                _run_paired(record.scenarios[scenario], paired, sides, plan, console, title)
+            else:
+                _run_scenario(record.scenarios[scenario], measures[scenario], sides, plan,
+                              ctx, console, title)

@@ -51,6 +51,39 @@ def _publish_all(side: Side, run_id: str, count: int) -> float:
     return time.perf_counter() - start
 
 
+PUBLISH_CHUNK = 250
+"""Messages one side publishes before the other side takes its turn (``publish`` scenario)."""
+
+
+def measure_publish_interleaved(sides: tuple[Side, ...], count: int) -> dict[str, Metrics]:
+    """``count`` publishes per side, taken in turns of :data:`PUBLISH_CHUNK` (order flipped
+    every turn), into queues nobody consumes, emptied before and after.
+
+    Publishing is CPU-bound here and this machine's CPU speed drifts by a third within a
+    minute: two sides measured a minute apart (as in ``throughput``) differ by that drift,
+    two sides in alternating turns of a quarter second see the same CPU.
+    """
+    for side in sides:
+        side.reset_queues()
+    run_id = uuid.uuid4().hex[:12]
+    elapsed = {side.name: 0.0 for side in sides}
+    order = list(sides)
+    sent = 0
+    while sent < count:
+        chunk = min(PUBLISH_CHUNK, count - sent)
+        for side in order:
+            start = time.perf_counter()
+            for number in range(sent, sent + chunk):
+                side.publish(accounting.flagged_payload(run_id, number))
+            elapsed[side.name] += time.perf_counter() - start
+        order.reverse()
+        sent += chunk
+    for side in sides:
+        side.reset_queues()
+    return {name: {"publish_per_s": count / seconds if seconds > 0 else math.nan}
+            for name, seconds in elapsed.items()}
+
+
 def measure_drain(side: Side, count: int, ctx: Context) -> Metrics:
     """Publish ``count`` messages into an idle queue, then drain them with one worker.
 

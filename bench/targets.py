@@ -63,6 +63,8 @@ LATENCY_P50 = Target("ratio_max", 1.2)
 
 METRICS: tuple[Metric, ...] = (
     Metric("throughput", "throughput", "publish_per_s", "publish/s", 0, True, THROUGHPUT, True),
+    Metric("publish", "publish", "publish_per_s", "publish/s in turns", 0, True, THROUGHPUT,
+           True),
     Metric("throughput", "throughput", "drain_per_s", "drain/s", 0, True, THROUGHPUT, True),
     Metric("throughput", "throughput", "lost", "lost", 0, False, ZERO),
     Metric("throughput", "throughput", "duplicates", "duplicates", 0, False, ZERO),

@@ -130,10 +130,12 @@ def _normalise_execute(execute: ExecuteSpec) -> dict[str, dict[str, Any]]:
     return {name: {} for name in execute}
 
 
-def check_size(envelope: Envelope, max_bytes: int | None = None) -> None:
-    """Refuse an envelope over ``ORCHESTRATOR_MAX_MESSAGE_BYTES`` before it is published."""
+def check_size(envelope: Envelope | dict[str, Any], max_bytes: int | None = None) -> None:
+    """Refuse an envelope over ``ORCHESTRATOR_MAX_MESSAGE_BYTES`` before it is published
+    (given as the model or as its wire form, which the publisher has at hand anyway)."""
     limit = max_bytes if max_bytes is not None else get_settings().max_message_bytes
-    size = len(envelope.to_json().encode("utf-8"))
+    message = envelope.to_dict() if isinstance(envelope, Envelope) else envelope
+    size = len(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
     if size > limit:
         raise PipelineError(
             f"envelope is {size} bytes, over the {limit}-byte limit "
@@ -156,9 +158,9 @@ def build_pipeline(
         envelope = Envelope.new(EventType.INICIAR_COLETA, dict(payload), correlation_id)
     except EnvelopeError as exc:
         raise PipelineError(str(exc)) from None
-    check_size(envelope)
-    headers = {HEADER: str(envelope.correlation_id)}
     message = envelope.to_dict()
+    check_size(message)
+    headers = {HEADER: message["correlation_id"]}
     try:
         collectors = [
             _task_signature(app, queue_name("escavador", fonte), headers, message)
