@@ -1,4 +1,4 @@
-"""The run: per broker, per scenario, per round, plain then orchestrator, alternated.
+"""The run: per scenario, per round, per broker, plain then orchestrator, alternated.
 
 Alternating inside each round (and tidying Redis before each measurement) means both sides
 see the same machine weather: a neighbour's test suite that slows one side for a minute
@@ -99,45 +99,45 @@ def _brief(metrics: Metrics) -> str:
     return " ".join(shown)
 
 
-def _run_paired(record: ScenarioRecord, measure: PairedMeasure, sides: tuple[Side, ...],
-                plan: Plan, console: Console, title: str) -> None:
-    """Like :func:`_run_scenario` for a measure that takes both sides at once."""
-    for round_number in range(1, plan.rounds + 1):
+def _run_paired_round(record: ScenarioRecord, measure: PairedMeasure,
+                      sides: tuple[Side, ...], plan: Plan, console: Console, title: str,
+                      round_number: int) -> None:
+    """One round of a measure that takes both sides at once (in turns)."""
+    redisdb.tidy(plan.redis_url)
+    label = escape(f"{title} {round_number}/{plan.rounds} both sides in turns")
+    console.log(f"{label} ...")
+    try:
+        outcome: dict[str, Metrics | None] = dict(measure(sides))
+    except Exception as exc:
+        record.errors.append(f"round {round_number}: {type(exc).__name__}: {exc}")
+        outcome = {side.name: None for side in sides}
+        console.log(f"[red]{label} failed:[/red] {escape(str(exc))}")
+    else:
+        for name, metrics in outcome.items():
+            console.log(f"{label} {name}: {_brief(metrics or {})}")
+    record.rounds.append(outcome)
+
+
+def _run_round(record: ScenarioRecord, measure: Measure, sides: tuple[Side, ...],
+               plan: Plan, ctx: Context, console: Console, title: str,
+               round_number: int) -> None:
+    """One round: each side in turn (in place: an interrupt keeps a half round)."""
+    outcome: dict[str, Metrics | None] = {}
+    record.rounds.append(outcome)
+    for side in sides:
         redisdb.tidy(plan.redis_url)
-        label = escape(f"{title} {round_number}/{plan.rounds} both sides in turns")
+        label = escape(f"{title} {round_number}/{plan.rounds} {side.name}")
         console.log(f"{label} ...")
         try:
-            outcome: dict[str, Metrics | None] = dict(measure(sides))
+            metrics = measure(side, ctx)
         except Exception as exc:
-            record.errors.append(f"round {round_number}: {type(exc).__name__}: {exc}")
-            outcome = {side.name: None for side in sides}
+            record.errors.append(
+                f"{side.name} round {round_number}: {type(exc).__name__}: {exc}")
+            outcome[side.name] = None
             console.log(f"[red]{label} failed:[/red] {escape(str(exc))}")
         else:
-            for name, metrics in outcome.items():
-                console.log(f"{label} {name}: {_brief(metrics or {})}")
-        record.rounds.append(outcome)
-
-
-def _run_scenario(record: ScenarioRecord, measure: Measure, sides: tuple[Side, ...],
-                  plan: Plan, ctx: Context, console: Console, title: str) -> None:
-    """Fill ``record`` round by round (in place: an interrupt keeps the finished rounds)."""
-    for round_number in range(1, plan.rounds + 1):
-        outcome: dict[str, Metrics | None] = {}
-        record.rounds.append(outcome)  # filled in place: an interrupt keeps a half round
-        for side in sides:
-            redisdb.tidy(plan.redis_url)
-            label = escape(f"{title} {round_number}/{plan.rounds} {side.name}")
-            console.log(f"{label} ...")
-            try:
-                metrics = measure(side, ctx)
-            except Exception as exc:
-                record.errors.append(
-                    f"{side.name} round {round_number}: {type(exc).__name__}: {exc}")
-                outcome[side.name] = None
-                console.log(f"[red]{label} failed:[/red] {escape(str(exc))}")
-            else:
-                outcome[side.name] = metrics
-                console.log(f"{label}: {_brief(metrics)}")
+            outcome[side.name] = metrics
+            console.log(f"{label}: {_brief(metrics)}")
 
 
 def run(plan: Plan, console: Console) -> tuple[list[BrokerRecord], bool]:
@@ -167,7 +167,12 @@ def run(plan: Plan, console: Console) -> tuple[list[BrokerRecord], bool]:
 def _run_brokers(plan: Plan, sides: tuple[Side, ...],
                  measures: dict[str, Measure],
                  ctx: Context, console: Console, records: list[BrokerRecord]) -> None:
-    """Fill ``records`` as measurements complete, so an interrupt keeps what was measured."""
+    """Fill ``records`` as measurements complete, so an interrupt keeps what was measured.
+
+    Per scenario and round, every broker in turn: brokers compared with each other (Streams
+    against stock Redis, NATS against RabbitMQ) see the same machine weather too.
+    """
+    available: list[tuple[BrokerRecord, str]] = []
     for name in plan.brokers:
         url = BROKERS[name]
         reason = unavailable_reason(url)
@@ -176,14 +181,19 @@ def _run_brokers(plan: Plan, sides: tuple[Side, ...],
         if reason is not None:
             console.log(f"[yellow]{escape(f'[{name}] {reason}')}[/yellow]")
             continue
-        for side in sides:
-            side.use_broker(url)
-        for scenario in plan.scenarios:
-            record.scenarios[scenario] = ScenarioRecord()
-            title = f"[{name}] {scenario}"
-            paired = _paired_measures(plan).get(scenario)
-            if paired is not None:
-                _run_paired(record.scenarios[scenario], paired, sides, plan, console, title)
-            else:
-                _run_scenario(record.scenarios[scenario], measures[scenario], sides, plan,
-                              ctx, console, title)
+        record.scenarios = {scenario: ScenarioRecord() for scenario in plan.scenarios}
+        available.append((record, url))
+    for scenario in plan.scenarios:
+        paired = _paired_measures(plan).get(scenario)
+        for round_number in range(1, plan.rounds + 1):
+            for record, url in available:
+                for side in sides:
+                    side.use_broker(url)
+                title = f"[{record.name}] {scenario}"
+                target = record.scenarios[scenario]
+                if paired is not None:
+                    _run_paired_round(target, paired, sides, plan, console, title,
+                                      round_number)
+                else:
+                    _run_round(target, measures[scenario], sides, plan, ctx, console, title,
+                               round_number)
