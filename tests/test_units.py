@@ -630,3 +630,16 @@ def test_every_step_of_a_pipeline_carries_the_description() -> None:
         assert CID not in signature.options["argsrepr"]
         assert "correlation_id=" in signature.options["argsrepr"]
         assert "s3cr3t" not in signature.options["argsrepr"]
+
+
+def test_the_app_reads_every_setting_of_celeryconfig_and_no_import() -> None:
+    import celeryconfig
+    from orchestrator.celery_app import settings_of
+
+    settings = settings_of(celeryconfig)
+    assert {"broker_url", "result_backend", "task_acks_late", "accept_content",
+            "worker_consumer"} <= set(settings)
+    assert not {"annotations", "backend_url", "get_settings"} & set(settings)
+    for name, value in settings.items():
+        assert app.conf[name] == value, name
+    assert app.conf.accept_content == ["json"]  # never pickle
