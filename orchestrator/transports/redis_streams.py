@@ -767,7 +767,7 @@ class Transport(kombu_redis.Transport):
         ``epoll_ctl`` that fails with ``EEXIST`` and an exception caught. The poller
         (un)registers its sockets with epoll itself (connect, pause, resume), so only a
         socket whose reader the hub does not hold yet (new, or its fd number reused) needs
-        adding.
+        adding. Also marks the transport as driven by a loop: acks may wait for the next read.
         """
         hooks_before = set(loop.on_tick)
         super().register_with_event_loop(connection, loop)
