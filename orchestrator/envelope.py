@@ -110,7 +110,7 @@ class Envelope(BaseModel):
 
     def to_json(self) -> str:
         """The envelope as compact JSON text."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        return wire_json(self.to_dict())
 
     @classmethod
     def parse(cls, data: Any) -> Envelope:
@@ -137,6 +137,11 @@ class Envelope(BaseModel):
             raise EnvelopeError(describe_validation_error(exc)) from None
         except (RecursionError, OverflowError, ValueError, TypeError) as exc:
             raise EnvelopeError(f"envelope: {type(exc).__name__}: {exc}") from None
+
+
+def wire_json(message: dict[str, Any]) -> str:
+    """An envelope's wire form (:meth:`Envelope.to_dict`) as compact JSON text."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -24,7 +24,7 @@ from celery.canvas import Signature
 from celery.result import AsyncResult, GroupResult
 
 from orchestrator.correlation import HEADER
-from orchestrator.envelope import Envelope, EnvelopeError, EventType
+from orchestrator.envelope import Envelope, EnvelopeError, EventType, wire_json
 from orchestrator.settings import get_settings
 from orchestrator.topology import queue_name
 
@@ -135,7 +135,7 @@ def check_size(envelope: Envelope | dict[str, Any], max_bytes: int | None = None
     (given as the model or as its wire form, which the publisher has at hand anyway)."""
     limit = max_bytes if max_bytes is not None else get_settings().max_message_bytes
     message = envelope.to_dict() if isinstance(envelope, Envelope) else envelope
-    size = len(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    size = len(wire_json(message).encode("utf-8"))
     if size > limit:
         raise PipelineError(
             f"envelope is {size} bytes, over the {limit}-byte limit "
