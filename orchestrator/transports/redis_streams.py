@@ -477,16 +477,17 @@ class Channel(kombu_redis.Channel):
                     connection.read_response()
                 self._ack_replies_due -= 1
         except self.connection_errors:
-            self._acks_lost_with_connection()
+            self._resend_unconfirmed_acks()
             connection.disconnect()
             self._in_poll = None  # type: ignore[assignment]
             raise
         self._acks_in_flight = []
         return bool(connection.can_read(timeout=0))
 
-    def _acks_lost_with_connection(self) -> None:
-        """Acks whose replies never came may not have landed: the writer sends them again
-        (``XACK`` and ``XDEL`` are idempotent)."""
+    def _resend_unconfirmed_acks(self) -> None:
+        """Acks whose replies were not read (connection lost, channel closing) may not have
+        landed: the writer sends them again, with any still waiting for a read (``XACK``
+        and ``XDEL`` are idempotent)."""
         self._acks_for_next_poll = self._acks_in_flight + self._acks_for_next_poll
         self._acks_in_flight = []
         self._ack_replies_due = 0
@@ -499,7 +500,7 @@ class Channel(kombu_redis.Channel):
 
     def _on_connection_disconnect(self, connection: Any) -> None:
         if self._in_poll is connection and (self._acks_in_flight or self._ack_replies_due):
-            self._acks_lost_with_connection()
+            self._resend_unconfirmed_acks()
         super()._on_connection_disconnect(connection)
 
     def _brpop_read(self, **options: Any) -> bool:
@@ -723,7 +724,7 @@ class Channel(kombu_redis.Channel):
     def close(self) -> None:
         self._heartbeat_stop.set()
         if self._acks_in_flight or self._acks_for_next_poll:
-            self._acks_lost_with_connection()
+            self._resend_unconfirmed_acks()
         writer = self.__dict__.pop("_background_writer", None)
         if writer is not None:
             writer.close()  # acks first: the consumer is deleted below only without pending
