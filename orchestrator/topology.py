@@ -19,6 +19,7 @@ fails with PRECONDITION_FAILED. :func:`declare` turns that into an error that sa
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,7 +61,13 @@ def routes_through_exchange(broker_url: Any) -> bool:
     delayed delivery does not exist.
     """
     first = broker_url[0] if isinstance(broker_url, list | tuple) else broker_url
-    scheme = str(first or "amqp").split(";", 1)[0].split("://", 1)[0]
+    return _routes_through_exchange(str(first or "amqp"))
+
+
+@functools.lru_cache(maxsize=64)
+def _routes_through_exchange(url: str) -> bool:
+    """Per URL, parsed once: the router asks on every publish."""
+    scheme = url.split(";", 1)[0].split("://", 1)[0]
     return scheme.split("+")[0] in SERVER_ROUTED_SCHEMES
 
 
