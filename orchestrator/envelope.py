@@ -9,6 +9,7 @@ and the problem, so a dead letter's reason is readable without a debugger.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -19,7 +20,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    field_serializer,
     field_validator,
 )
 
@@ -39,7 +39,13 @@ class EnvelopeError(ValueError):
 
 def utc_now() -> datetime:
     """The current time in UTC, truncated to whole seconds as the wire format shows it."""
-    return datetime.now(UTC).replace(microsecond=0)
+    return datetime.fromtimestamp(int(time.time()), UTC)  # a third of now().replace()'s cost
+
+
+_WIRE_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+"""The wire's JSON form: compact, UTF-8 text, no NaN. Made once: ``json.dumps`` with any
+option builds an encoder per call, and an envelope is encoded twice per publish (the payload
+check and the size check)."""
 
 
 class Envelope(BaseModel):
@@ -67,21 +73,14 @@ class Envelope(BaseModel):
     @classmethod
     def _must_be_plain_json(cls, value: dict[str, Any]) -> dict[str, Any]:
         try:
-            json.dumps(value, allow_nan=False)
-        except ValueError:
+            _WIRE_ENCODER.encode(value)
+        except ValueError as exc:
+            if "ircular" in str(exc):
+                raise ValueError("holds a circular reference") from None
             raise ValueError("NaN and Infinity are not JSON: use null or a string") from None
         except (TypeError, RecursionError) as exc:
             raise ValueError(f"not serializable as JSON ({exc})") from None
         return value
-
-    @field_serializer("timestamp")
-    def _serialize_timestamp(self, value: datetime) -> str:
-        text = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        return text
-
-    @field_serializer("correlation_id")
-    def _serialize_correlation_id(self, value: uuid.UUID) -> str:
-        return str(value)
 
     @classmethod
     def new(
@@ -90,13 +89,17 @@ class Envelope(BaseModel):
         payload: dict[str, Any] | None = None,
         correlation_id: uuid.UUID | str | None = None,
     ) -> Envelope:
-        """Start a conversation: fills a fresh correlation id (unless given) and the time."""
+        """Start a conversation: fills a fresh correlation id (unless given) and the time.
+
+        Given as objects, not text: the id and the time are made here, so parsing them back
+        from strings would only spend the publisher's time.
+        """
         return cls.parse(
             {
-                "correlation_id": str(correlation_id or uuid.uuid4()),
-                "tipo_evento": str(tipo_evento),
+                "correlation_id": correlation_id or uuid.uuid4(),
+                "tipo_evento": tipo_evento,
                 "payload": payload if payload is not None else {},
-                "timestamp": utc_now().isoformat(),
+                "timestamp": utc_now(),
             }
         )
 
@@ -105,7 +108,12 @@ class Envelope(BaseModel):
         return Envelope.new(tipo_evento, payload, correlation_id=self.correlation_id)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready form sent on the wire."""
+        """The JSON-ready form sent on the wire.
+
+        pydantic's own JSON mode already writes what the wire wants (the id as text, the
+        time as ISO 8601 with ``Z``, the validator keeps it in UTC); custom serializers would
+        double this per-publish cost.
+        """
         return self.model_dump(mode="json")
 
     def to_json(self) -> str:
@@ -141,7 +149,7 @@ class Envelope(BaseModel):
 
 def wire_json(message: dict[str, Any]) -> str:
     """An envelope's wire form (:meth:`Envelope.to_dict`) as compact JSON text."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    return _WIRE_ENCODER.encode(message)
 
 
 def describe_validation_error(exc: ValidationError) -> str:

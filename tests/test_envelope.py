@@ -161,6 +161,30 @@ def test_payload_must_be_an_object(payload: Any) -> None:
     assert "payload" in str(info.value)
 
 
+def _circular() -> dict[str, Any]:
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    return loop
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        ({"x": float("nan")}, "NaN and Infinity are not JSON"),
+        ({"x": [float("inf")]}, "NaN and Infinity are not JSON"),
+        ({"x": object()}, "not serializable as JSON"),
+        ({"x": _circular()}, "circular reference"),
+    ],
+)
+def test_payload_must_be_plain_json(payload: dict[str, Any], problem: str) -> None:
+    for make in (lambda: Envelope.parse(raw(payload=payload)),
+                 lambda: Envelope.new("iniciar_coleta", payload)):
+        with pytest.raises(EnvelopeError) as info:
+            make()
+        assert str(info.value).startswith("invalid envelope: payload: ")
+        assert problem in str(info.value)
+
+
 @pytest.mark.parametrize("value", ["not-a-uuid", "", 123, None, "0b7f7a2e-3c1d-4c53-9b8e"])
 def test_correlation_id_must_be_a_uuid(value: Any) -> None:
     with pytest.raises(EnvelopeError) as info:
