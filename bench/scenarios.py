@@ -42,13 +42,14 @@ class Context:
 def _publish_all(side: Side, run_id: str, count: int) -> float:
     """Publish ``count`` flagged messages; returns the seconds it took."""
     deadline = time.monotonic() + 120.0 + count / MIN_RATE
-    start = time.perf_counter()
-    for number in range(count):
-        side.publish(accounting.flagged_payload(run_id, number))
-        if number % 256 == 0 and time.monotonic() > deadline:
-            raise BenchTimeout(f"publishing {count} messages took too long "
-                               f"({number} sent)")
-    return time.perf_counter() - start
+    with side.publishing():
+        start = time.perf_counter()
+        for number in range(count):
+            side.publish(accounting.flagged_payload(run_id, number))
+            if number % 256 == 0 and time.monotonic() > deadline:
+                raise BenchTimeout(f"publishing {count} messages took too long "
+                                   f"({number} sent)")
+        return time.perf_counter() - start
 
 
 PUBLISH_CHUNK = 250
@@ -72,10 +73,11 @@ def measure_publish_interleaved(sides: tuple[Side, ...], count: int) -> dict[str
     while sent < count:
         chunk = min(PUBLISH_CHUNK, count - sent)
         for side in order:
-            start = time.perf_counter()
-            for number in range(sent, sent + chunk):
-                side.publish(accounting.flagged_payload(run_id, number))
-            elapsed[side.name] += time.perf_counter() - start
+            with side.publishing():
+                start = time.perf_counter()
+                for number in range(sent, sent + chunk):
+                    side.publish(accounting.flagged_payload(run_id, number))
+                elapsed[side.name] += time.perf_counter() - start
         order.reverse()
         sent += chunk
     for side in sides:
@@ -162,7 +164,8 @@ def measure_chain(side: Side, samples: int, ctx: Context) -> Metrics:
     side.reset_queues()
     with running(side.worker_spec(), ctx.log_dir) as worker:
         worker.wait_ready()
-        metrics = _sample_latency(side.run_chain, samples, ctx)
+        with side.publishing():
+            metrics = _sample_latency(side.run_chain, samples, ctx)
         worker.check_alive()
     return metrics
 
@@ -172,6 +175,7 @@ def measure_fanout(side: Side, samples: int, ctx: Context) -> Metrics:
     side.reset_queues()
     with running(side.worker_spec(), ctx.log_dir) as worker:
         worker.wait_ready()
-        metrics = _sample_latency(side.run_fanout, samples, ctx)
+        with side.publishing():
+            metrics = _sample_latency(side.run_fanout, samples, ctx)
         worker.check_alive()
     return metrics

@@ -6,6 +6,7 @@ environment at import: :mod:`bench.cli` sets ``ORCHESTRATOR_*`` before it gets h
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from celery.canvas import Signature
@@ -63,6 +64,9 @@ class OrchestratorSide:
                 for spec in topology:
                     spec.work_queue().bind(channel).purge()
         dlq.purge(app=self._app)
+
+    def publishing(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
     def publish(self, payload: dict[str, Any]) -> None:
         run_pipeline(FONTE, payload, app=self._app)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 from celery import chain, chord
 
 from bench import plain_app
 from bench.config import base_env, plain_env
-from bench.side import FANOUT_WIDTH, CanvasFailed, forget_pending, point_app_at
+from bench.side import (
+    FANOUT_WIDTH,
+    CanvasFailed,
+    forget_pending,
+    point_app_at,
+    without_publish_hooks,
+)
 from bench.workers import WorkerSpec
 
 CHAIN_LENGTH = 4
@@ -47,6 +54,10 @@ class PlainSide:
                 queue.delete()
                 queue.declare()
                 queue.purge()  # virtual transports delete only bindings this process made
+
+    def publishing(self) -> AbstractContextManager[None]:
+        """Without the orchestrator's publish hook, which a plain deployment does not have."""
+        return without_publish_hooks()
 
     def publish(self, payload: dict[str, Any]) -> None:
         plain_app.noop.apply_async((payload,))
