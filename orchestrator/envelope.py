@@ -75,7 +75,7 @@ class Envelope(BaseModel):
         try:
             _WIRE_ENCODER.encode(value)
         except ValueError as exc:
-            if "ircular" in str(exc):
+            if str(exc).startswith("Circular reference"):  # the json module's own words
                 raise ValueError("holds a circular reference") from None
             raise ValueError("NaN and Infinity are not JSON: use null or a string") from None
         except (TypeError, RecursionError) as exc:
