@@ -16,7 +16,9 @@ from typing import Any
 
 from celery import signals
 
-HEADER = "x_correlation_id"
+from orchestrator.headers import CORRELATION_ID
+
+HEADER = CORRELATION_ID
 """Message header holding the pipeline's correlation id (``correlation_id`` is Celery's)."""
 
 NO_CORRELATION = "-"
