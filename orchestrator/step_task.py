@@ -8,7 +8,11 @@ on an error is decided here, once for all steps:
 - a final error, or retries exhausted: the message is published to ``<queue>.dlq`` with the
   failure details, then the task fails (result stored, errbacks run) and the message is acked;
 - the worker process dies (crash, OOM, hard time limit): the message is requeued by the broker
-  and, past the queue's delivery limit, dead-lettered by it with reason ``delivery_limit``.
+  and, past the queue's delivery limit, dead-lettered by it with reason ``delivery_limit``;
+- anything that fails around the step rather than in it (Celery's call into the task, storing
+  the result): :class:`~orchestrator.step_request.StepRequest` rejects the message without
+  requeue, and the broker (or transport) dead-letters it with reason ``rejected``. Only a
+  failure this runtime dead-lettered itself is acked.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from celery import Task
 from celery.exceptions import Reject, Retry
 from celery.utils.log import get_task_logger
 
+from orchestrator import headers as message_headers
 from orchestrator.correlation import HEADER, bind_correlation_id, correlation_id_from_request
 from orchestrator.envelope import Envelope, EnvelopeError
 from orchestrator.failures import dead_letter
 from orchestrator.failures.errors import is_retryable
+from orchestrator.failures.outcome import mark_dead_lettered
 from orchestrator.idempotency import (
     Busy,
     IdempotencyStore,
@@ -38,8 +44,12 @@ from orchestrator.topology import dlq_name, dlx_name
 
 logger = get_task_logger("orchestrator.step")
 
-FIRST_FAILURE_HEADER = "x_first_failure_at"
+FIRST_FAILURE_HEADER = message_headers.FIRST_FAILURE_AT
 CLAIM_BUSY_COUNTDOWN = 2
+
+
+class InvalidArguments(TypeError):
+    """The message's arguments are not those of a step: ``(entrada[, options])``."""
 
 
 class StepInProgress(Exception):
@@ -50,13 +60,16 @@ class StepTask(Task):  # type: ignore[misc]
     """Base class of every escavador and executador task."""
 
     step_spec: ClassVar[StepSpec]
+    # Acked after the work; a failure is acked only once this runtime dead-lettered it (the
+    # request class rejects any other failure, so the broker dead-letters it instead).
+    Request = "orchestrator.step_request:StepRequest"
     acks_late = True
-    acks_on_failure = True  # failures are dead-lettered by us, with details, before the ack
+    acks_on_failure = True
     acks_on_timeout = False  # a hard time limit requeues: the delivery limit bounds it
     reject_on_worker_lost = True
     max_retries = None  # the step's RetryPolicy decides, not Celery's counter
-    # No signature check when publishing: a message with wrong arguments reaches the step,
-    # fails with TypeError (a final error) and is dead-lettered with its details.
+    # No signature check when publishing: a message with wrong arguments reaches the step's
+    # entry point, which takes any arguments, and is dead-lettered as invalid_arguments.
     typing = False
 
     _store: ClassVar[IdempotencyStore | None] = None
@@ -71,8 +84,12 @@ class StepTask(Task):  # type: ignore[misc]
             )
         return StepTask._store
 
-    def run_step(self, entrada: Any, options: dict[str, Any]) -> dict[str, Any]:
+    def run_step(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         spec = self.step_spec
+        try:
+            entrada, options = step_arguments(args, kwargs)
+        except InvalidArguments as exc:
+            self._dead_letter_and_raise(exc, dead_letter.REASON_INVALID_ARGUMENTS, None)
         try:
             inputs = parse_inputs(entrada, spec)
         except EnvelopeError as exc:
@@ -181,7 +198,7 @@ class StepTask(Task):  # type: ignore[misc]
             countdown = policy.delay(retries_done)
             logger.warning("attempt %d failed (%s: %s); retrying in %.1fs",
                            retries_done + 1, type(exc).__name__, exc, countdown)
-            headers = dict(self.request.headers or {})
+            headers = message_headers.carried(self.request.headers)
             headers.setdefault(FIRST_FAILURE_HEADER, dead_letter.now_iso())
             raise self.retry(exc=exc, countdown=countdown, max_retries=None, headers=headers,
                              **self._telemetry_reprs())
@@ -200,7 +217,7 @@ class StepTask(Task):  # type: ignore[misc]
     ) -> Any:
         """Publish this message to its DLQ with the failure details, then fail the task."""
         request = self.request
-        headers = dict(request.headers or {})
+        headers = message_headers.carried(request.headers)
         details = dead_letter.failure_details(
             reason=reason,
             queue=self.step_spec.queue,
@@ -213,21 +230,56 @@ class StepTask(Task):  # type: ignore[misc]
         )
         headers[dead_letter.DEAD_LETTER_HEADER] = details
         try:
-            signature = self.signature_from_request(request)
-            signature.apply_async(
-                exchange=dlx_name(self.step_spec.queue),
-                routing_key=dlq_name(self.step_spec.queue),
-                headers=headers,
-                retries=request.retries or 0,
-                **self._telemetry_reprs(),
-            )
+            self._publish_dead_letter(headers)
         except Exception as publish_error:
             logger.error("could not publish the dead letter (%s); rejecting to the broker DLX",
                          publish_error)
-            raise Reject(reason, requeue=False) from exc
+            raise Reject(f"{reason}: {type(exc).__name__}: {exc}; the dead-letter publish "
+                         f"failed ({publish_error}), so the broker dead-letters it",
+                         requeue=False) from exc
         logger.error("dead-lettered to %s (%s): %s: %s", dlq_name(self.step_spec.queue),
                      reason, type(exc).__name__, exc)
-        raise exc
+        raise mark_dead_lettered(exc)
+
+
+    def _publish_dead_letter(self, headers: dict[str, Any]) -> None:
+        """This message, as it came, to its DLQ with ``headers``; waits for the confirm."""
+        request = self.request
+        self.signature_from_request(request).apply_async(
+            exchange=dlx_name(self.step_spec.queue),
+            routing_key=dlq_name(self.step_spec.queue),
+            headers=headers,
+            retries=request.retries or 0,
+            **self._telemetry_reprs(),
+        )
+
+
+def step_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """``(entrada, options)`` from a step message's arguments, or :class:`InvalidArguments`.
+
+    A step is called as ``step(entrada)`` or ``step(entrada, options)``, either by name; a
+    chain link gets ``entrada`` (the previous result) prepended to its ``options=`` keyword.
+    """
+    names = ("entrada", "options")
+    unexpected = sorted(set(kwargs) - set(names))
+    if unexpected:
+        raise InvalidArguments(f"unexpected keyword argument(s): {', '.join(unexpected)}")
+    if len(args) > len(names):
+        raise InvalidArguments(f"a step takes at most 2 arguments (entrada, options), "
+                               f"got {len(args)}")
+    given = dict(zip(names, args, strict=False))
+    for name in kwargs:
+        if name in given:
+            raise InvalidArguments(f"argument {name!r} given twice")
+    given.update(kwargs)
+    if "entrada" not in given:
+        raise InvalidArguments("missing the step's input (entrada): the envelope")
+    options = given.get("options")
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise InvalidArguments(f"options must be an object, not {type(options).__name__}")
+    return given["entrada"], options
 
 
 def parse_inputs(entrada: Any, spec: StepSpec) -> tuple[Envelope, ...]:

@@ -144,9 +144,12 @@ def _declare(
     return decorate
 
 
-def _step_entrypoint(task: StepTask, entrada: Any, options: dict[str, Any] | None = None) -> Any:
-    """The Celery task body shared by every step; the runtime lives in :mod:`step_task`."""
-    return task.run_step(entrada, options or {})
+def _step_entrypoint(task: StepTask, *args: Any, **kwargs: Any) -> Any:
+    """The Celery task body shared by every step; the runtime lives in :mod:`step_task`.
+
+    It takes any arguments so that a message with the wrong ones reaches the runtime, which
+    dead-letters it, instead of failing in Celery's call with a ``TypeError``."""
+    return task.run_step(args, kwargs)
 
 
 def step(

@@ -21,15 +21,17 @@ from typing import Any
 from kombu.entity import Exchange
 from kombu.messaging import Producer
 
+from orchestrator import headers as message_headers
 from orchestrator.topology import dlq_name, dlx_name
 
-DEAD_LETTER_HEADER = "x_dead_letter"
+DEAD_LETTER_HEADER = message_headers.DEAD_LETTER
 
 # Reasons, stable strings operators filter on.
 REASON_FAILED = "failed"  # a final error, no retry
 REASON_RETRIES_EXHAUSTED = "retries_exhausted"
 REASON_DELIVERY_LIMIT = "delivery_limit"  # killed its worker too often (poison)
 REASON_INVALID_ENVELOPE = "invalid_envelope"
+REASON_INVALID_ARGUMENTS = "invalid_arguments"  # a step message whose arguments do not fit
 REASON_CONTENT_TYPE = "content_type_refused"  # pickle, yaml, anything but JSON
 REASON_MALFORMED = "malformed_body"  # not JSON, or not a Celery task body
 REASON_NOT_A_TASK = "not_a_task"  # no task headers
@@ -117,8 +119,18 @@ def publish_dead_letter(
     )
 
 
-def describe(headers: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Failure details of a message from the DLQ, whichever side dead-lettered it."""
+def describe(headers: Mapping[str, Any] | None,
+             delivery_limit: int | None = None) -> dict[str, Any]:
+    """Failure details of a message from the DLQ, whichever side dead-lettered it.
+
+    ``attempts`` is how many times the step ran, on every broker, and nothing a reader does
+    changes it: this project's own dead letters record it; for one the broker moved past
+    ``delivery_limit`` it is ``delivery_limit + 1`` (a quorum queue, like the transports,
+    dead-letters on the return after the last allowed redelivery); for one rejected without
+    requeue it is the task's retry count + 1. The DLQ's own delivery count
+    (``x-delivery-count`` as the reader sees it) says how often the *dead letter* was read,
+    so it is never used.
+    """
     headers = dict(headers or {})
     own = headers.get(DEAD_LETTER_HEADER)
     if isinstance(own, Mapping):
@@ -128,29 +140,40 @@ def describe(headers: Mapping[str, Any] | None) -> dict[str, Any]:
         "queue": None,
         "task": headers.get("task"),
         "task_id": headers.get("id"),
-        "correlation_id": headers.get("x_correlation_id"),
-        "attempts": None,
+        "correlation_id": headers.get(message_headers.CORRELATION_ID),
+        "attempts": _retries(headers) + 1,
         "first_failure_at": None,
         "last_failure_at": None,
         "exception_type": None,
-        "exception_message": "dead-lettered by the broker",
+        "exception_message": "rejected without requeue: a failure outside the step runtime "
+                             "(see the worker's log), or a dead-letter publish that failed",
         "traceback": None,
     }
     deaths = headers.get("x-death")
-    if isinstance(deaths, list) and deaths:
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], Mapping):
         death = deaths[0]
         reason = str(death.get("reason", REASON_REJECTED))
         details["reason"] = REASON_DELIVERY_LIMIT if reason == "delivery_limit" else reason
         details["queue"] = death.get("queue")
-        details["attempts"] = headers.get("x-delivery-count") or death.get("count")
-        when = death.get("time")
-        if isinstance(when, datetime):
-            details["last_failure_at"] = when.astimezone(UTC).isoformat()
-        elif isinstance(when, str):
-            details["last_failure_at"] = when
+        details["last_failure_at"] = _death_time(death.get("time"))
         if reason == "delivery_limit":
+            details["attempts"] = delivery_limit + 1 if delivery_limit is not None else None
             details["exception_message"] = (
                 "redelivered past the delivery limit: the message kept killing its worker "
                 "(crash, OOM or hard time limit)"
             )
     return details
+
+
+def _retries(headers: Mapping[str, Any]) -> int:
+    try:
+        return max(int(headers.get("retries") or 0), 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _death_time(when: Any) -> str | None:
+    if isinstance(when, datetime):
+        moment = when if when.tzinfo else when.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).isoformat()
+    return when if isinstance(when, str) else None

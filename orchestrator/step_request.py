@@ -1,0 +1,53 @@
+"""The worker-side request of a step: never acks a failure that nobody dead-lettered.
+
+A step task acks its failures (``acks_on_failure``) because the runtime has already put the
+message in the DLQ with the failure's details. Some failures happen where the runtime cannot
+see them: Celery storing the result after the step returned (the result backend is down),
+an error in Celery's own tracing, a future path nobody thought of. Acked, such a message
+would be gone without a trace. :class:`StepRequest` rejects it without requeue instead, so
+the broker's dead-lettering (RabbitMQ's DLX, the transports' own) keeps it, with reason
+``rejected`` and its original bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from billiard.einfo import ExceptionWithTraceback
+from celery.exceptions import (
+    Ignore,
+    Reject,
+    Retry,
+    Terminated,
+    TimeLimitExceeded,
+    WorkerLostError,
+)
+from celery.worker.request import Request
+
+from orchestrator.failures.outcome import was_dead_lettered
+
+logger = logging.getLogger("orchestrator.step")
+
+HANDLED_BY_CELERY = (Reject, Ignore, Retry, Terminated, TimeLimitExceeded, WorkerLostError,
+                     SystemExit, KeyboardInterrupt, MemoryError)
+"""Failures whose ack or requeue Celery already decides the way the guarantees need."""
+
+
+def needs_broker_dead_letter(exc: BaseException | None) -> bool:
+    """True for a failure that the runtime did not dead-letter and Celery would ack."""
+    if isinstance(exc, ExceptionWithTraceback):
+        exc = exc.exc
+    return not isinstance(exc, HANDLED_BY_CELERY) and not was_dead_lettered(exc)
+
+
+class StepRequest(Request):  # type: ignore[misc]
+    """Celery's request, rejecting (not acking) a failure outside the step runtime."""
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True,
+                   return_ok: bool = False) -> None:
+        if self.task.acks_late and needs_broker_dead_letter(exc_info.exception):
+            logger.error("%s[%s] failed outside the step runtime (%r): rejecting the message "
+                         "to the dead-letter queue", self.name, self.id, exc_info.exception)
+            self.reject(requeue=False)  # Celery's ack below is then a no-op
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
