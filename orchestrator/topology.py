@@ -13,13 +13,21 @@ straight to its queue (:func:`routes_through_exchange`), which reaches the same 
 work queue is bound by its own name only. An extra queue bound to ``orchestrator`` by an
 operator therefore gets copies on RabbitMQ only.
 
+The DLQs are *classic* queues on RabbitMQ: operators read them by taking messages and
+returning them, which a classic queue does without side effects (a returned message goes back
+where it was; no delivery is counted), where a quorum queue counts each read as a delivery
+and, on RabbitMQ 4, drops the message after its default delivery limit of 20.
+
 Queue arguments are immutable on RabbitMQ: changing ``delivery_limit`` for an existing queue
-fails with PRECONDITION_FAILED. :func:`declare` turns that into an error that says so.
+fails with PRECONDITION_FAILED. :func:`declare` turns that into an error that says so, except
+for a DLQ declared by an earlier version with other arguments (a quorum DLQ): that one is used
+as it is, with a warning saying how to move it to the new arguments.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +42,8 @@ DLX_SUFFIX = ".dlx"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*\Z")  # \Z: "$" also matches before "\n"
 
 StepKind = Literal["escavador", "executador"]
+
+logger = logging.getLogger("orchestrator.topology")
 
 SERVER_ROUTED_SCHEMES = frozenset({"amqp", "amqps", "pyamqp", "librabbitmq"})
 """Broker URL schemes whose broker routes through exchanges itself (RabbitMQ)."""
@@ -141,7 +151,7 @@ class QueueSpec:
             exchange=self.dead_letter_exchange(),
             routing_key=self.dlq,
             durable=True,
-            queue_arguments={"x-queue-type": "quorum"},
+            queue_arguments={"x-queue-type": "classic"},
         )
 
 
@@ -180,21 +190,55 @@ class Topology:
     def declare(self, connection: Connection) -> list[str]:
         """Declare every exchange and queue idempotently; returns the names declared."""
         declared: list[str] = []
-        with connection.channel() as channel:
+        channel = connection.channel()
+        try:
             for spec in self._queues.values():
                 for entity in (spec.dead_letter_exchange(), spec.dead_letter_queue(),
                                spec.work_queue()):
                     try:
                         entity.bind(channel).declare()
                     except Exception as exc:
-                        raise _explain_declare_error(entity, exc) from exc
+                        if not (entity.name == spec.dlq and _inequivalent(exc)):
+                            raise _explain_declare_error(entity, exc) from exc
+                        _close_quietly(channel)  # the refusal closed it on the broker
+                        _keep_existing_dlq(connection, spec.dead_letter_queue(), exc)
+                        channel = connection.channel()
                     declared.append(entity.name)
+        finally:
+            _close_quietly(channel)
         return declared
+
+
+def _keep_existing_dlq(connection: Connection, queue: Queue, exc: Exception) -> None:
+    """An existing DLQ with other arguments keeps its dead letters: use it as it is."""
+    channel = connection.channel()
+    try:
+        queue.bind(channel).queue_declare(passive=True)
+        queue.bind(channel).bind_to(queue.exchange.name, routing_key=queue.routing_key)
+    finally:
+        _close_quietly(channel)
+    logger.warning(
+        "dead-letter queue %r exists with other arguments (%s); using it as it is. A quorum "
+        "DLQ counts every listing as a delivery (RabbitMQ 4 drops a message after 20): "
+        "replay or purge it, delete it, and the next worker start declares it classic.",
+        queue.name, exc)
+
+
+def _inequivalent(exc: Exception) -> bool:
+    text = str(exc)
+    return "PRECONDITION_FAILED" in text or "inequivalent arg" in text
+
+
+def _close_quietly(channel: Any) -> None:
+    try:
+        channel.close()
+    except Exception:  # a refused declare already closed it on the broker's side
+        return
 
 
 def _explain_declare_error(entity: Queue | Exchange, exc: Exception) -> TopologyError:
     text = str(exc)
-    if "PRECONDITION_FAILED" in text or "inequivalent arg" in text:
+    if _inequivalent(exc):
         return TopologyError(
             f"{entity.name!r} already exists on the broker with other arguments ({text}). "
             "Queue arguments cannot change in place: drain and delete the queue, or change "

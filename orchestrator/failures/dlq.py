@@ -1,7 +1,12 @@
 """Operating dead-letter queues: list, show, replay and purge, from Python or the CLI.
 
-Browsing uses ``basic_get`` without acking, on one channel, and closing the channel returns
-every browsed message to its DLQ: listing never consumes. A replay moves a message back to its
+Reading a DLQ (``list``, ``show``, the metrics) changes nothing in it. Redis Streams and NATS
+read the messages where they are (``XRANGE``; JetStream's get by sequence), without
+delivering them. RabbitMQ has no such read: there the DLQ is a classic queue, read with
+``basic_get`` without acking on one channel whose closing returns every message; a classic
+queue puts a returned message back where it was and counts no deliveries, so there is no
+delivery limit to reach either (a quorum queue would count each listing as a delivery, and
+RabbitMQ 4 drops a quorum queue's message after 20 by default). A replay moves a message back to its
 original queue as "publish with confirmation, record it in the replay journal, then ack the
 dead letter": interrupted after the publish and before the ack, the next replay finds the
 journal entry and only acks, so the message is neither lost nor sent twice. (Interrupted in
@@ -28,16 +33,18 @@ from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 from kombu.message import Message
 
+from orchestrator import headers as message_headers
 from orchestrator.correlation import HEADER
-from orchestrator.failures.dead_letter import DEAD_LETTER_HEADER, describe
+from orchestrator.failures.dead_letter import describe
 from orchestrator.settings import get_settings
 from orchestrator.topology import WORK_EXCHANGE, dlq_name, original_queue, topology
 
 JOURNAL_PREFIX = "orchestrator:dlq:replayed:"
 JOURNAL_TTL = 7 * 24 * 3600
-_RESET_HEADERS = (DEAD_LETTER_HEADER, "x-death", "x-first-death-exchange", "x-first-death-queue",
-                  "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
-                  "x-last-death-reason", "x-delivery-count", "x_first_failure_at")
+_RESET_HEADERS = (message_headers.DEAD_LETTER, "x-death", "x-first-death-exchange",
+                  "x-first-death-queue", "x-first-death-reason", "x-last-death-exchange",
+                  "x-last-death-queue", "x-last-death-reason", "x-delivery-count",
+                  message_headers.FIRST_FAILURE_AT)
 
 
 class DeadLetterNotFound(LookupError):
@@ -124,8 +131,10 @@ def _message_id(message: Message) -> str:
 
 def _to_dead_letter(message: Message, dlq: str) -> DeadLetter:
     headers = dict(message.headers or {})
-    details = describe(headers)
-    details["queue"] = details.get("queue") or original_queue(dlq)
+    queue = original_queue(dlq)
+    limit = topology.get(queue).delivery_limit if queue in topology else None
+    details = describe(headers, delivery_limit=limit)
+    details["queue"] = details.get("queue") or queue
     body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
     return DeadLetter(
         id=_message_id(message), dlq=dlq, queue=original_queue(dlq), details=details,
@@ -176,6 +185,25 @@ def _browse(connection: Connection, dlq: str) -> Iterator[Iterator[tuple[Message
         channel.close()
 
 
+def _peek(connection: Connection, dlq: str, limit: int) -> list[DeadLetter]:
+    """The first ``limit`` dead letters of ``dlq``, oldest first, leaving the DLQ as it was."""
+    channel = connection.channel()
+    try:
+        browse = getattr(channel, "browse", None)
+        if browse is not None:  # a transport that reads without delivering
+            return [_to_dead_letter(channel.message_to_python(payload), dlq)
+                    for payload in browse(dlq, limit)]
+    finally:
+        channel.close()
+    found: list[DeadLetter] = []
+    with _browse(connection, dlq) as messages:
+        for _, letter in messages:
+            found.append(letter)
+            if len(found) >= limit:
+                break
+    return found
+
+
 def counts(queue: str | None = None, *, app: Celery | None = None) -> dict[str, int]:
     """Messages per DLQ (0 for a DLQ that does not exist yet)."""
     with _connection(app) as connection:
@@ -188,11 +216,9 @@ def list_dead_letters(queue: str | None = None, *, app: Celery | None = None,
     found: list[DeadLetter] = []
     with _connection(app) as connection:
         for dlq in dead_letter_queues(queue):
-            with _browse(connection, dlq) as messages:
-                for _, letter in messages:
-                    found.append(letter)
-                    if len(found) >= limit:
-                        return found
+            found.extend(_peek(connection, dlq, limit - len(found)))
+            if len(found) >= limit:
+                break
     return found
 
 
@@ -214,7 +240,7 @@ def _replay_headers(headers: dict[str, Any]) -> dict[str, Any]:
     ``Nats-Msg-Id``) does not take the replay for a second copy of the original."""
     cleaned = {k: v for k, v in headers.items() if k not in _RESET_HEADERS}
     cleaned["retries"] = 0
-    cleaned["x_replay_id"] = uuid.uuid4().hex[:16]
+    cleaned[message_headers.REPLAY_ID] = uuid.uuid4().hex[:16]
     return cleaned
 
 

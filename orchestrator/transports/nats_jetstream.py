@@ -326,6 +326,23 @@ class NatsChannel(virtual.Channel):
                     returns if reason == "delivery_limit" else returns - 1))
         self._adjust_outstanding(-1)
 
+    def browse(self, queue: str, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` messages of a durable queue, oldest first, without taking them.
+
+        Read from the stream by sequence, not through the queue's consumer: no delivery
+        happens, so no ``num_delivered`` moves and no ack deadline starts (a fetch and a
+        ``nak`` would count as a delivery each time a dead-letter queue is listed).
+        """
+        found = self.transport.run(self.transport.browse(queue, limit))
+        payloads = []
+        for msg in found:
+            payload: dict[str, Any] = loads(msg.data)
+            properties = payload.setdefault("properties", {})
+            properties["delivery_tag"] = f"{queue}:browse:{msg.seq}"
+            properties.setdefault("delivery_info", {})["x_queue"] = queue
+            payloads.append(payload)
+        return payloads
+
     def held_messages(self) -> list[Msg]:
         with self._held_lock:
             return list(self._held.values())
@@ -740,6 +757,26 @@ class Transport(virtual.Transport):
             for msg in msgs:
                 channel._adjust_outstanding(+1)  # counted from the fetch: prefetch is exact
                 self._enqueue(channel, queue, msg)
+
+    async def browse(self, queue: str, limit: int) -> list[api.RawStreamMsg]:
+        """The first ``limit`` messages of a durable queue's stream, by sequence."""
+        if await self.is_transient(queue):
+            return []
+        found: list[api.RawStreamMsg] = []
+        subject = SUBJECT_QUEUE + escape(queue)
+        sequence = 1
+        while len(found) < limit:
+            try:
+                msg = await self.js.get_msg(escape(queue), seq=sequence, subject=subject,
+                                            next=True)
+            except NotFoundError:
+                break
+            if msg.seq is None:
+                break
+            if msg.data:
+                found.append(msg)
+            sequence = msg.seq + 1
+        return found
 
     async def fetch_one(self, queue: str, wait: float) -> Msg | None:
         """``basic_get``: answers at once for an empty stream, else fetches one message."""

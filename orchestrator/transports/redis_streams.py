@@ -557,6 +557,18 @@ class Channel(kombu_redis.Channel):
             headers.update(loads(_text(fields["dead_letter"])))
         return payload
 
+    def browse(self, queue: str, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` messages of ``queue``, oldest first, without taking them.
+
+        ``XRANGE`` reads the entries where they are: nothing is delivered, held or returned,
+        so reading a dead-letter queue changes neither its order nor any count (a ``basic_get``
+        and a return would re-add every entry at the stream's end).
+        """
+        with self.conn_or_acquire() as client:
+            raw = client.xrange(queue, count=max(limit, 1))
+        return [self._to_message(queue, _text(entry_id), _fields(fields))
+                for entry_id, fields in raw if fields is not None and "payload" in _fields(fields)]
+
     # -- acks, returns, dead letters --------------------------------------------------------
 
     @staticmethod
