@@ -39,7 +39,13 @@ from orchestrator.celery_app import app  # noqa: E402
 from orchestrator.devmode.feed_server import SampleFeedServer  # noqa: E402
 from orchestrator.failures import dlq  # noqa: E402
 from orchestrator.topology import topology  # noqa: E402
-from tests.support.brokers import BrokerUnderTest, reachable, selected_brokers  # noqa: E402
+from tests.support.brokers import (  # noqa: E402
+    BrokerUnderTest,
+    create_test_vhost,
+    delete_test_vhost,
+    reachable,
+    selected_brokers,
+)
 from tests.support.workers import WorkerProcess, worker_env  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -74,9 +80,22 @@ def result_backend() -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def amqp_vhost() -> Iterator[None]:
+    """The suite's own RabbitMQ vhost, created for the run and removed after it."""
+    error = create_test_vhost()
+    if error:
+        _unreachable("a RabbitMQ test vhost", error)
+    yield
+    use_broker("memory://")  # close this process's connections into the vhost first
+    delete_test_vhost()
+
+
 @pytest.fixture(scope="session", params=selected_brokers(), ids=lambda b: b.name)
 def broker(request: pytest.FixtureRequest, result_backend: str) -> BrokerUnderTest:
     under_test: BrokerUnderTest = request.param
+    if under_test.name == "amqp":
+        request.getfixturevalue("amqp_vhost")
     error = reachable(under_test.url)
     if error:
         _unreachable(f"broker {under_test.name} ({under_test.url})", error)

@@ -318,6 +318,7 @@ def test_poison_message_is_dead_lettered_after_the_delivery_limit(
     [letter] = wait_until(lambda: dead_letters_for(poison.correlation_id), timeout=120,
                           message="the poison message in the DLQ")
     assert letter.details["reason"] == "delivery_limit"
+    assert letter.details["attempts"] == get_settings().delivery_limit + 1, "runs, on any broker"
     assert worker.alive
 
 

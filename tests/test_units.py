@@ -427,10 +427,10 @@ def test_describe_reads_rabbitmq_x_death() -> None:
         "id": "task-1",
         HEADER: CID,
     }
-    described = dead_letter.describe(headers)
+    described = dead_letter.describe(headers, delivery_limit=3)
     assert described["reason"] == dead_letter.REASON_DELIVERY_LIMIT == "delivery_limit"
     assert described["queue"] == "escavador_x"
-    assert described["attempts"] == 1
+    assert described["attempts"] == 4, "the step ran delivery_limit + 1 times"
     assert described["task"] == "escavador_x"
     assert described["task_id"] == "task-1"
     assert described["correlation_id"] == CID
@@ -438,13 +438,13 @@ def test_describe_reads_rabbitmq_x_death() -> None:
     assert "delivery limit" in described["exception_message"]
 
 
-def test_describe_x_death_prefers_the_delivery_count() -> None:
-    headers = {"x-delivery-count": 4,
+def test_describe_x_death_ignores_the_dead_letters_own_delivery_count() -> None:
+    headers = {"x-delivery-count": 4, "retries": 1,
                "x-death": [{"reason": "rejected", "queue": "executador_y", "count": 1}]}
     described = dead_letter.describe(headers)
     assert described["reason"] == "rejected"
     assert described["queue"] == "executador_y"
-    assert described["attempts"] == 4
+    assert described["attempts"] == 2, "retries + 1: how often the step ran"
 
 
 @pytest.mark.parametrize("headers", [None, {}, {"x-death": []}, {"x-death": "garbage"}])

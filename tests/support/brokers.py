@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import uuid
 from dataclasses import dataclass
 
 from kombu import Connection
@@ -16,8 +19,15 @@ class BrokerUnderTest:
     url: str
 
 
+TEST_VHOST = f"orchestrator-tests-{uuid.uuid4().hex[:8]}"
+"""This run's own RabbitMQ vhost: whatever the default vhost holds (queues a user's run
+declared with other arguments, an earlier run's leftovers) cannot touch the suite."""
+
+AMQP_URL = os.environ.get("ORCHESTRATOR_TEST_AMQP_URL",
+                          f"amqp://guest:guest@127.0.0.1:5672/{TEST_VHOST}")
+
 ALL_BROKERS = {
-    "amqp": BrokerUnderTest("amqp", "amqp://guest:guest@127.0.0.1:5672//"),
+    "amqp": BrokerUnderTest("amqp", AMQP_URL),
     "redis-streams": BrokerUnderTest("redis-streams", "redis-streams://127.0.0.1:6379/8"),
     "nats": BrokerUnderTest("nats", "nats://127.0.0.1:4222"),
 }
@@ -39,3 +49,26 @@ def reachable(url: str) -> str | None:
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def create_test_vhost() -> str | None:
+    """Create :data:`TEST_VHOST` with ``rabbitmqctl`` (None when done, else why not).
+
+    Not needed when ``ORCHESTRATOR_TEST_AMQP_URL`` names a vhost that exists already."""
+    if "ORCHESTRATOR_TEST_AMQP_URL" in os.environ:
+        return None
+    if shutil.which("rabbitmqctl") is None:
+        return "rabbitmqctl is not on PATH: set ORCHESTRATOR_TEST_AMQP_URL to a test vhost"
+    for command in (["add_vhost", TEST_VHOST],
+                    ["set_permissions", "-p", TEST_VHOST, "guest", ".*", ".*", ".*"]):
+        done = subprocess.run(["rabbitmqctl", "-q", *command], capture_output=True, text=True,
+                              timeout=120, check=False)
+        if done.returncode != 0:
+            return f"rabbitmqctl {' '.join(command)}: {done.stderr.strip() or done.stdout}"
+    return None
+
+
+def delete_test_vhost() -> None:
+    if "ORCHESTRATOR_TEST_AMQP_URL" not in os.environ and shutil.which("rabbitmqctl"):
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", TEST_VHOST], capture_output=True,
+                       timeout=120, check=False)
