@@ -36,6 +36,8 @@ from typing import Any, Literal
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
+from orchestrator.transports.dead_lettering import DeadLetterRoute
+
 WORK_EXCHANGE = "orchestrator"
 DLQ_SUFFIX = ".dlq"
 DLX_SUFFIX = ".dlx"
@@ -124,12 +126,9 @@ class QueueSpec:
 
     def queue_arguments(self) -> dict[str, Any]:
         """Broker arguments of the work queue (RabbitMQ reads them; other transports too)."""
-        return {
-            "x-queue-type": "quorum",
-            "x-delivery-limit": self.delivery_limit,
-            "x-dead-letter-exchange": self.dlx,
-            "x-dead-letter-routing-key": self.dlq,
-        }
+        route = DeadLetterRoute(exchange=self.dlx, routing_key=self.dlq,
+                                delivery_limit=self.delivery_limit)
+        return {"x-queue-type": "quorum", **route.arguments()}
 
     def work_queue(self) -> Queue:
         """The Kombu queue workers consume; routed by its own name only."""

@@ -20,6 +20,12 @@ from orchestrator.failures.outcome import mark_dead_lettered, was_dead_lettered
 from orchestrator.step_request import needs_broker_dead_letter
 from orchestrator.step_task import InvalidArguments, step_arguments
 from orchestrator.topology import QueueSpec
+from orchestrator.transports.dead_lettering import (
+    DEATH_FIELDS,
+    DeadLetterRoute,
+    death_headers,
+    runs_at_delivery_limit,
+)
 
 BROKER_HEADERS = {
     "x-death": [{"reason": "expired", "queue": "celery_delayed_1", "count": 1}],
@@ -104,3 +110,28 @@ def test_attempts_count_the_runs_not_the_reads() -> None:
 def test_a_dead_letter_queue_has_no_delivery_counting_to_reach() -> None:
     arguments = QueueSpec("escavador_x", "escavador", 3).dead_letter_queue().queue_arguments
     assert arguments == {"x-queue-type": "classic"}
+
+
+@given(st.integers(min_value=0, max_value=50), st.integers(min_value=0, max_value=60))
+def test_a_message_dies_on_the_return_after_its_last_allowed_delivery(
+    limit: int, returns: int,
+) -> None:
+    route = DeadLetterRoute.from_arguments({"x-delivery-limit": limit})
+    assert route.past_limit(returns) == (returns >= runs_at_delivery_limit(limit))
+    assert not DeadLetterRoute.from_arguments(None).past_limit(returns)
+
+
+def test_the_route_is_written_and_read_with_rabbitmqs_argument_names() -> None:
+    arguments = QueueSpec("escavador_x", "escavador", 5).queue_arguments()
+    route = DeadLetterRoute.from_arguments(arguments)
+    assert route == DeadLetterRoute("escavador_x.dlx", "escavador_x.dlq", 5)
+    assert {**route.arguments(), "x-queue-type": "quorum"} == arguments
+
+
+def test_a_transports_death_has_rabbitmqs_fields() -> None:
+    headers = death_headers(reason="rejected", queue="q", exchange="", routing_keys=["q"],
+                            returns=2, now=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    [death] = headers["x-death"]
+    assert set(death) == DEATH_FIELDS
+    assert headers["x-delivery-count"] == 2
+    assert describe(headers, delivery_limit=4)["last_failure_at"] == "2026-01-01T00:00:00+00:00"

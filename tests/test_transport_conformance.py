@@ -21,6 +21,7 @@ import pytest
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.message import Message
 
+from orchestrator.transports.dead_lettering import DEATH_FIELDS
 from tests.support.brokers import BrokerUnderTest
 from tests.support.waiting import wait_until
 from tests.support.workers import REPO
@@ -146,7 +147,16 @@ def test_reject_without_requeue_dead_letters(conn: Connection, topo: Topology) -
     wait_until(lambda: size(conn, topo.dlq) == 1, timeout=10, message="the dead letter")
     [dead] = drain(conn, topo.dlq, 1)
     assert dead.payload == {"n": 7}
-    assert dead.headers["x-death"][0]["reason"] == "rejected"
+    assert_one_death(dead, topo, "rejected")
+
+
+def assert_one_death(dead: Message, topo: Topology, reason: str) -> None:
+    """The ``x-death`` entry RabbitMQ writes, field for field, on every broker."""
+    [death] = dead.headers["x-death"]
+    assert set(death) == DEATH_FIELDS, f"x-death fields: {sorted(death)}"
+    assert (death["reason"], death["queue"], death["count"]) == (reason, topo.name, 1)
+    assert death["routing-keys"] == [topo.name]
+    assert death["time"], "when it died"
 
 
 def test_delivery_limit_dead_letters(conn: Connection, topo: Topology) -> None:
@@ -154,7 +164,7 @@ def test_delivery_limit_dead_letters(conn: Connection, topo: Topology) -> None:
     drain(conn, topo.queue, 3, on_message=lambda body, message: message.requeue())
     wait_until(lambda: size(conn, topo.dlq) == 1, timeout=20, message="delivery_limit DL")
     [dead] = drain(conn, topo.dlq, 1)
-    assert dead.headers["x-death"][0]["reason"] == "delivery_limit"
+    assert_one_death(dead, topo, "delivery_limit")
     assert size(conn, topo.queue) == 0
 
 

@@ -23,13 +23,14 @@ from kombu.messaging import Producer
 
 from orchestrator import headers as message_headers
 from orchestrator.topology import dlq_name, dlx_name
+from orchestrator.transports import dead_lettering
 
 DEAD_LETTER_HEADER = message_headers.DEAD_LETTER
 
 # Reasons, stable strings operators filter on.
 REASON_FAILED = "failed"  # a final error, no retry
 REASON_RETRIES_EXHAUSTED = "retries_exhausted"
-REASON_DELIVERY_LIMIT = "delivery_limit"  # killed its worker too often (poison)
+REASON_DELIVERY_LIMIT = dead_lettering.REASON_DELIVERY_LIMIT  # killed its worker too often
 REASON_INVALID_ENVELOPE = "invalid_envelope"
 REASON_INVALID_ARGUMENTS = "invalid_arguments"  # a step message whose arguments do not fit
 REASON_CONTENT_TYPE = "content_type_refused"  # pickle, yaml, anything but JSON
@@ -37,7 +38,7 @@ REASON_MALFORMED = "malformed_body"  # not JSON, or not a Celery task body
 REASON_NOT_A_TASK = "not_a_task"  # no task headers
 REASON_UNKNOWN_TASK = "unknown_task"
 REASON_OVERSIZED = "oversized"
-REASON_REJECTED = "rejected"  # broker dead-lettered on reject(requeue=False)
+REASON_REJECTED = dead_lettering.REASON_REJECTED  # broker dead-lettered: reject, no requeue
 
 MAX_TRACEBACK_CHARS = 4000
 
@@ -149,15 +150,16 @@ def describe(headers: Mapping[str, Any] | None,
                              "(see the worker's log), or a dead-letter publish that failed",
         "traceback": None,
     }
-    deaths = headers.get("x-death")
+    deaths = headers.get(dead_lettering.DEATHS)
     if isinstance(deaths, list) and deaths and isinstance(deaths[0], Mapping):
         death = deaths[0]
         reason = str(death.get("reason", REASON_REJECTED))
-        details["reason"] = REASON_DELIVERY_LIMIT if reason == "delivery_limit" else reason
+        details["reason"] = reason
         details["queue"] = death.get("queue")
         details["last_failure_at"] = _death_time(death.get("time"))
-        if reason == "delivery_limit":
-            details["attempts"] = delivery_limit + 1 if delivery_limit is not None else None
+        if reason == REASON_DELIVERY_LIMIT:
+            details["attempts"] = (dead_lettering.runs_at_delivery_limit(delivery_limit)
+                                   if delivery_limit is not None else None)
             details["exception_message"] = (
                 "redelivered past the delivery limit: the message kept killing its worker "
                 "(crash, OOM or hard time limit)"

@@ -41,7 +41,6 @@ import ssl
 import threading
 import time
 from collections.abc import Coroutine
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import nats
@@ -61,6 +60,12 @@ from nats.js.errors import (
 )
 
 from orchestrator.transports.bindings import BindingCache, Table, cached_match
+from orchestrator.transports.dead_lettering import (
+    REASON_DELIVERY_LIMIT,
+    REASON_REJECTED,
+    DeadLetterRoute,
+    death_headers,
+)
 
 T = TypeVar("T")
 
@@ -289,10 +294,9 @@ class NatsChannel(virtual.Channel):
         """Turn a JetStream message into a Kombu payload, or dead-letter it past the limit."""
         payload: dict[str, Any] = loads(msg.data)
         returns = max(msg.metadata.num_delivered - 1, 0) if msg.reply else 0
-        limit = self._queue_args.get(queue, {}).get("x-delivery-limit")
-        if limit is not None and returns > int(limit):
+        if self._route(queue).past_limit(returns):
             self.transport.submit(self.transport.dead_letter(
-                self.dead_letter_targets(queue), queue, msg, payload, "delivery_limit",
+                self.dead_letter_targets(queue), queue, msg, payload, REASON_DELIVERY_LIMIT,
                 returns))
             self._adjust_outstanding(-1)
             return None
@@ -316,14 +320,13 @@ class NatsChannel(virtual.Channel):
             self.transport.submit(msg.ack())
         else:
             returns = msg.metadata.num_delivered  # counting this return
-            limit = self._queue_args.get(queue, {}).get("x-delivery-limit")
-            if how == "nak" and (limit is None or returns <= int(limit)):
+            if how == "nak" and not self._route(queue).past_limit(returns):
                 self.transport.submit(msg.nak())
             else:
-                reason = "rejected" if how == "dead_letter" else "delivery_limit"
+                reason = REASON_REJECTED if how == "dead_letter" else REASON_DELIVERY_LIMIT
                 self.transport.submit(self.transport.dead_letter(
                     self.dead_letter_targets(queue), queue, msg, loads(msg.data), reason,
-                    returns if reason == "delivery_limit" else returns - 1))
+                    returns if reason == REASON_DELIVERY_LIMIT else returns - 1))
         self._adjust_outstanding(-1)
 
     def browse(self, queue: str, limit: int) -> list[dict[str, Any]]:
@@ -347,13 +350,14 @@ class NatsChannel(virtual.Channel):
         with self._held_lock:
             return list(self._held.values())
 
+    def _route(self, queue: str) -> DeadLetterRoute:
+        return DeadLetterRoute.from_arguments(self._queue_args.get(queue))
+
     def dead_letter_targets(self, queue: str) -> list[str]:
-        arguments = self._queue_args.get(queue, {})
-        exchange = arguments.get("x-dead-letter-exchange")
-        if not exchange:
+        route = self._route(queue)
+        if not route.exchange:
             return []
-        routing_key = arguments.get("x-dead-letter-routing-key") or queue
-        return sorted(set(self._lookup(exchange, routing_key)))
+        return sorted(set(self._lookup(route.exchange, route.routing_key or queue)))
 
     def close(self) -> None:
         for queue in list(self._consumer_tasks):
@@ -684,9 +688,8 @@ class Transport(virtual.Transport):
         ``targets`` is resolved on the Kombu side (routing reads the broker through this
         same loop, so it must not be looked up from inside it)."""
         headers = payload.setdefault("headers", {})
-        headers["x-death"] = [{"reason": reason, "queue": queue, "count": 1,
-                               "time": datetime.now(UTC).isoformat()}]
-        headers["x-delivery-count"] = returns
+        headers.update(death_headers(reason=reason, queue=queue, exchange="",
+                                     routing_keys=[queue], returns=returns))
         payload.get("properties", {}).pop("delivery_tag", None)
         for target in targets:
             await self.js.publish(SUBJECT_QUEUE + escape(target), dumps(payload).encode(),

@@ -40,7 +40,6 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from time import monotonic
 from typing import Any
 
@@ -51,6 +50,12 @@ from kombu.utils.json import dumps, loads
 from kombu.utils.objects import cached_property
 
 from orchestrator.transports.bindings import BindingCache, Table, cached_match
+from orchestrator.transports.dead_lettering import (
+    REASON_DELIVERY_LIMIT,
+    REASON_REJECTED,
+    DeadLetterRoute,
+    death_headers,
+)
 
 GROUP = "orchestrator"
 ALIVE_PREFIX = "_orchestrator.streams.alive."
@@ -242,17 +247,6 @@ class BackgroundWriter:
         self._stopping.set()
 
 
-class QueueConfig:
-    """Dead-lettering arguments a queue was declared with (RabbitMQ's names)."""
-
-    def __init__(self, arguments: dict[str, Any] | None) -> None:
-        arguments = arguments or {}
-        self.dead_letter_exchange: str | None = arguments.get("x-dead-letter-exchange")
-        self.dead_letter_routing_key: str | None = arguments.get("x-dead-letter-routing-key")
-        limit = arguments.get("x-delivery-limit")
-        self.delivery_limit: int | None = int(limit) if limit is not None else None
-
-
 class QoS(virtual.QoS):
     """Acks and rejects go to the stream; nothing is kept on a visibility clock."""
 
@@ -270,7 +264,7 @@ class QoS(virtual.QoS):
             if requeue:
                 self.channel.return_entry(message)
             else:
-                self.channel.dead_letter_entry(message, "rejected")
+                self.channel.dead_letter_entry(message, REASON_REJECTED)
         super().ack(delivery_tag)
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> None:
@@ -318,8 +312,8 @@ class Channel(kombu_redis.Channel):
     # -- configuration ----------------------------------------------------------------------
 
     @property
-    def queue_configs(self) -> dict[str, QueueConfig]:
-        configs: dict[str, QueueConfig] = self.connection.__dict__.setdefault(
+    def queue_configs(self) -> dict[str, DeadLetterRoute]:
+        configs: dict[str, DeadLetterRoute] = self.connection.__dict__.setdefault(
             "_stream_queue_configs", {})
         return configs
 
@@ -392,7 +386,7 @@ class Channel(kombu_redis.Channel):
 
     def _new_queue(self, queue: str, auto_delete: bool = False, **kwargs: Any) -> None:
         super()._new_queue(queue, auto_delete=auto_delete, **kwargs)
-        self.queue_configs[queue] = QueueConfig(kwargs.get("arguments"))
+        self.queue_configs[queue] = DeadLetterRoute.from_arguments(kwargs.get("arguments"))
         with self.conn_or_acquire() as client:
             self._ensure_group(client, queue)
 
@@ -631,9 +625,8 @@ class Channel(kombu_redis.Channel):
 
     def _return(self, stream: str, entry_id: str, returns: int) -> None:
         config = self.queue_configs.get(stream)
-        if config is not None and config.delivery_limit is not None \
-                and returns > config.delivery_limit:
-            self._move_to_dead_letters(stream, entry_id, "delivery_limit", returns)
+        if config is not None and config.past_limit(returns):
+            self._move_to_dead_letters(stream, entry_id, REASON_DELIVERY_LIMIT, returns)
         else:
             self._run_script("requeue", [stream], [GROUP, entry_id, returns, "0"])
 
@@ -654,19 +647,11 @@ class Channel(kombu_redis.Channel):
                               returns: int) -> None:
         config = self.queue_configs.get(stream)
         targets: list[str] = []
-        if config is not None and config.dead_letter_exchange is not None:
-            routing_key = config.dead_letter_routing_key or stream
-            targets = sorted(set(self._lookup(config.dead_letter_exchange, routing_key)))
-        death = {
-            "x-death": [{
-                "reason": reason,
-                "queue": stream,
-                "count": 1,
-                "exchange": config.dead_letter_exchange if config else None,
-                "time": datetime.now(UTC).isoformat(),
-            }],
-            "x-delivery-count": returns,
-        }
+        if config is not None and config.exchange is not None:
+            routing_key = config.routing_key or stream
+            targets = sorted(set(self._lookup(config.exchange, routing_key)))
+        death = death_headers(reason=reason, queue=stream, exchange="", routing_keys=[stream],
+                              returns=returns)
         self._run_script("dead_letter", [stream, *targets],
                          [GROUP, entry_id, json.dumps(death), "1"])
 
