@@ -9,7 +9,6 @@ and no dead-letter queue.
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from types import ModuleType
 from typing import Any
 
@@ -18,7 +17,7 @@ from celery import Celery, bootsteps
 import orchestrator.correlation
 import orchestrator.transports  # noqa: F401  (registers redis-streams:// and nats://)
 from orchestrator.settings import get_settings
-from orchestrator.steps import route_step
+from orchestrator.steps import load_step_modules, route_step
 from orchestrator.topology import topology
 
 
@@ -42,27 +41,6 @@ app = Celery("orchestrator")
 app.config_from_object(settings_of(importlib.import_module("celeryconfig")))
 
 
-def import_step_modules(packages: list[str]) -> list[str]:
-    """Import every module under each package (or a single module); returns their names."""
-    imported: list[str] = []
-    for name in packages:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            raise ImportError(
-                f"ORCHESTRATOR_STEP_MODULES names {name!r}, which cannot be imported ({exc}); "
-                "is it installed or on PYTHONPATH?"
-            ) from exc
-        imported.append(name)
-        search_path = getattr(module, "__path__", None)
-        if search_path is None:
-            continue
-        for info in pkgutil.walk_packages(search_path, prefix=name + "."):
-            importlib.import_module(info.name)
-            imported.append(info.name)
-    return imported
-
-
 class DeclareTopology(bootsteps.StartStopStep):  # type: ignore[misc]
     """Declare exchanges, work queues and DLQs each time the consumer (re)connects."""
 
@@ -72,7 +50,7 @@ class DeclareTopology(bootsteps.StartStopStep):  # type: ignore[misc]
         topology.declare(consumer.connection)
 
 
-import_step_modules(get_settings().step_modules)
+load_step_modules(get_settings().step_modules)
 app.conf.task_queues = topology.work_queues()
 app.conf.task_routes = (route_step,)
 app.steps["consumer"].add(DeclareTopology)

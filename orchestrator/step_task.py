@@ -39,7 +39,7 @@ from orchestrator.idempotency import (
 )
 from orchestrator.result_backend import StepResultBackend
 from orchestrator.settings import get_settings
-from orchestrator.steps import StepContext, StepSpec
+from orchestrator.step_spec import StepContext, StepSpec
 from orchestrator.topology import dlq_name, dlx_name
 
 logger = get_task_logger("orchestrator.step")

@@ -6,73 +6,30 @@
 registers the Celery task ``escavador_youtube``, routes it to the queue of the same name only,
 adds that queue (with its dead-letter exchange and queue) to the topology, and wraps the
 function so it takes an envelope and returns one: the function itself sees plain payloads.
+
+Like Celery's ``shared_task``, declaring a step needs no app: the task is created on every app
+when it is finalized (``orchestrator.celery_app`` builds the configured one and calls
+:func:`load_step_modules`).
 """
 
 from __future__ import annotations
 
-import logging
+import importlib
+import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
-from celery import current_app
+from celery import current_app, shared_task
 
-from orchestrator.envelope import Envelope, EventType
+from orchestrator.envelope import EventType
 from orchestrator.failures.retry import RetryPolicy
-from orchestrator.settings import Settings, get_settings
-from orchestrator.topology import (
-    QueueSpec,
-    StepKind,
-    queue_name,
-    routes_through_exchange,
-    topology,
-)
+from orchestrator.settings import get_settings
+from orchestrator.step_spec import KeyFunction, StepContext, StepFunction, StepSpec
+from orchestrator.step_task import StepTask
+from orchestrator.topology import QueueSpec, StepKind, routes_through_exchange, topology
 
-if TYPE_CHECKING:
-    from orchestrator.step_task import StepTask
-
-StepFunction = Callable[[dict[str, Any], "StepContext"], dict[str, Any]]
-KeyFunction = Callable[["StepContext"], str]
-
-
-@dataclass(frozen=True)
-class StepContext:
-    """What a step function may know about the message it is processing."""
-
-    correlation_id: str
-    step: str
-    task_id: str
-    attempt: int
-    inputs: tuple[Envelope, ...]
-    options: dict[str, Any]
-    idempotency_key: str
-    settings: Settings
-    logger: logging.Logger = field(repr=False)
-
-
-@dataclass(frozen=True)
-class StepSpec:
-    """Everything the runtime needs to know about one step type."""
-
-    kind: StepKind
-    name: str
-    function: StepFunction
-    accepts: frozenset[EventType]
-    produces: EventType
-    retry: RetryPolicy
-    soft_time_limit: float
-    time_limit: float
-    idempotency_key: KeyFunction | None = None
-
-    @property
-    def queue(self) -> str:
-        return queue_name(self.kind, self.name)
-
-    @property
-    def task_name(self) -> str:
-        """Task name == queue name, so services in any language can address a step."""
-        return self.queue
-
+__all__ = ["KeyFunction", "StepContext", "StepFunction", "StepSpec", "escavador", "executador",
+           "load_step_modules", "registered_steps", "route_step", "step"]
 
 _steps: dict[str, StepSpec] = {}
 
@@ -112,9 +69,6 @@ def _declare(
     settings = get_settings()
 
     def decorate(function: StepFunction) -> StepTask:
-        from orchestrator.celery_app import app
-        from orchestrator.step_task import StepTask
-
         spec = StepSpec(
             kind=kind,
             name=name,
@@ -130,26 +84,59 @@ def _declare(
             raise ValueError(f"{spec.task_name}: time_limit must exceed soft_time_limit")
         topology.add(QueueSpec(spec.queue, kind, settings.delivery_limit))
         _steps[spec.task_name] = spec
-        task: StepTask = app.task(
+        task = shared_task(
             bind=True,
             base=StepTask,
             name=spec.task_name,
             soft_time_limit=spec.soft_time_limit,
             time_limit=spec.time_limit,
             step_spec=spec,
-        )(_step_entrypoint)
-        task.__doc__ = function.__doc__
-        return task
+        )(_entrypoint(function))
+        return cast(StepTask, task)
 
     return decorate
 
 
-def _step_entrypoint(task: StepTask, *args: Any, **kwargs: Any) -> Any:
-    """The Celery task body shared by every step; the runtime lives in :mod:`step_task`.
+def _entrypoint(function: StepFunction) -> Callable[..., Any]:
+    """The Celery task body of one step; the runtime lives in :mod:`step_task`.
 
     It takes any arguments so that a message with the wrong ones reaches the runtime, which
-    dead-letters it, instead of failing in Celery's call with a ``TypeError``."""
-    return task.run_step(args, kwargs)
+    dead-letters it, instead of failing in Celery's call with a ``TypeError``. Named after the
+    step function, whose docstring Celery and Flower show for the task.
+    """
+
+    def run(task: StepTask, *args: Any, **kwargs: Any) -> Any:
+        return task.run_step(args, kwargs)
+
+    run.__name__ = function.__name__
+    run.__qualname__ = function.__qualname__
+    run.__module__ = function.__module__
+    run.__doc__ = function.__doc__
+    return run
+
+
+def load_step_modules(packages: list[str]) -> list[str]:
+    """Import every module under each package (or a single module); returns their names.
+
+    Importing a step module declares its steps; importing it again does nothing.
+    """
+    imported: list[str] = []
+    for name in packages:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            raise ImportError(
+                f"ORCHESTRATOR_STEP_MODULES names {name!r}, which cannot be imported ({exc}); "
+                "is it installed or on PYTHONPATH?"
+            ) from exc
+        imported.append(name)
+        search_path = getattr(module, "__path__", None)
+        if search_path is None:
+            continue
+        for info in pkgutil.walk_packages(search_path, prefix=name + "."):
+            importlib.import_module(info.name)
+            imported.append(info.name)
+    return imported
 
 
 def step(

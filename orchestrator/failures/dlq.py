@@ -145,7 +145,9 @@ def _to_dead_letter(message: Message, dlq: str) -> DeadLetter:
 
 def dead_letter_queues(queue: str | None = None) -> list[str]:
     """The DLQs to look at: one step's, or every step's."""
-    import orchestrator.celery_app  # noqa: F401  (the steps fill the topology)
+    from orchestrator.steps import load_step_modules  # the runtime's modules, on first use
+
+    load_step_modules(get_settings().step_modules)  # declaring the steps fills the topology
 
     if queue is None:
         return [spec.dlq for spec in topology]
