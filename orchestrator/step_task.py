@@ -18,7 +18,7 @@ on an error is decided here, once for all steps:
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from celery import Task
 from celery.exceptions import Reject, Retry
@@ -28,7 +28,8 @@ from orchestrator import headers as message_headers
 from orchestrator.correlation import HEADER, bind_correlation_id, correlation_id_from_request
 from orchestrator.envelope import Envelope, EnvelopeError
 from orchestrator.failures import dead_letter
-from orchestrator.failures.errors import is_retryable
+from orchestrator.failures.decision import DeadLetterNow, decide_failure
+from orchestrator.failures.errors import StepInProgress
 from orchestrator.failures.outcome import mark_dead_lettered
 from orchestrator.idempotency import (
     Busy,
@@ -45,15 +46,10 @@ from orchestrator.topology import dlq_name, dlx_name
 logger = get_task_logger("orchestrator.step")
 
 FIRST_FAILURE_HEADER = message_headers.FIRST_FAILURE_AT
-CLAIM_BUSY_COUNTDOWN = 2
 
 
 class InvalidArguments(TypeError):
     """The message's arguments are not those of a step: ``(entrada[, options])``."""
-
-
-class StepInProgress(Exception):
-    """Another delivery of the same step (same idempotency key) is running right now."""
 
 
 class StepTask(Task):  # type: ignore[misc]
@@ -188,23 +184,18 @@ class StepTask(Task):  # type: ignore[misc]
                                                        ttl=write.ttl)
 
     def _handle_failure(self, exc: Exception, correlation_id: str | None) -> None:
-        """Retry with backoff, or dead-letter with details; returns only to re-raise ``exc``."""
-        policy = self.step_spec.retry
+        """Carry out :func:`decide_failure`: raise the retry, or dead-letter and re-raise."""
         retries_done = int(self.request.retries or 0)
-        if isinstance(exc, StepInProgress):
-            raise self.retry(exc=exc, countdown=CLAIM_BUSY_COUNTDOWN, max_retries=None,
-                             **self._telemetry_reprs())
-        if is_retryable(exc) and retries_done < policy.max_retries:
-            countdown = policy.delay(retries_done)
+        decision = decide_failure(exc, retries_done, self.step_spec.retry)
+        if isinstance(decision, DeadLetterNow):
+            self._dead_letter_and_raise(exc, decision.reason, correlation_id)
+        headers = message_headers.carried(self.request.headers)
+        if not decision.busy:
             logger.warning("attempt %d failed (%s: %s); retrying in %.1fs",
-                           retries_done + 1, type(exc).__name__, exc, countdown)
-            headers = message_headers.carried(self.request.headers)
+                           retries_done + 1, type(exc).__name__, exc, decision.countdown)
             headers.setdefault(FIRST_FAILURE_HEADER, dead_letter.now_iso())
-            raise self.retry(exc=exc, countdown=countdown, max_retries=None, headers=headers,
-                             **self._telemetry_reprs())
-        reason = (dead_letter.REASON_RETRIES_EXHAUSTED if is_retryable(exc)
-                  else dead_letter.REASON_FAILED)
-        self._dead_letter_and_raise(exc, reason, correlation_id)
+        raise self.retry(exc=exc, countdown=decision.countdown, max_retries=None,
+                         headers=headers, **self._telemetry_reprs())
 
     def _telemetry_reprs(self) -> dict[str, str]:
         """The payload-free argsrepr/kwargsrepr the pipeline gave this message, for the
@@ -214,7 +205,7 @@ class StepTask(Task):  # type: ignore[misc]
 
     def _dead_letter_and_raise(
         self, exc: Exception, reason: str, correlation_id: str | None
-    ) -> Any:
+    ) -> NoReturn:
         """Publish this message to its DLQ with the failure details, then fail the task."""
         request = self.request
         headers = message_headers.carried(request.headers)

@@ -22,14 +22,15 @@ from kombu.entity import Exchange
 from kombu.messaging import Producer
 
 from orchestrator import headers as message_headers
+from orchestrator.failures import decision
 from orchestrator.topology import dlq_name, dlx_name
 from orchestrator.transports import dead_lettering
 
 DEAD_LETTER_HEADER = message_headers.DEAD_LETTER
 
 # Reasons, stable strings operators filter on.
-REASON_FAILED = "failed"  # a final error, no retry
-REASON_RETRIES_EXHAUSTED = "retries_exhausted"
+REASON_FAILED = decision.REASON_FAILED  # a final error, no retry
+REASON_RETRIES_EXHAUSTED = decision.REASON_RETRIES_EXHAUSTED
 REASON_DELIVERY_LIMIT = dead_lettering.REASON_DELIVERY_LIMIT  # killed its worker too often
 REASON_INVALID_ENVELOPE = "invalid_envelope"
 REASON_INVALID_ARGUMENTS = "invalid_arguments"  # a step message whose arguments do not fit

@@ -26,6 +26,10 @@ class RetryableError(Exception):
     """Raise from a step to ask for a retry whatever the error classification says."""
 
 
+class StepInProgress(Exception):
+    """Another delivery of the same step (same idempotency key) is running right now."""
+
+
 class MessageRefused(Exception):
     """A message the worker cannot even hand to a task (bad body, unknown task, too big)."""
 

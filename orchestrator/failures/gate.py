@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery.worker.consumer import Consumer
@@ -40,35 +41,46 @@ def queue_of(message: Message) -> str | None:
 
 def inspect_message(message: Message, tasks: Any, max_bytes: int) -> None:
     """Raise :class:`MessageRefused` if ``message`` must not reach a task."""
-    body = message.body
+    headers = message.headers if isinstance(message.headers, dict) else None
+    refused = judge(message.body, message.content_type, headers, tasks.__contains__, max_bytes)
+    if refused is not None:
+        raise refused
+
+
+def judge(body: Any, content_type: str | None, headers: dict[str, Any] | None,
+          is_known_task: Callable[[str], bool], max_bytes: int) -> MessageRefused | None:
+    """The gate's verdict on one delivery: None to let it reach its task, else why not.
+
+    A pure function of what the delivery carries, so it is tested over every kind of input
+    without a broker; it never raises.
+    """
     size = len(body) if isinstance(body, bytes | str) else 0
     if size > max_bytes:
-        raise MessageRefused(dead_letter.REASON_OVERSIZED,
-                             f"body is {size} bytes, the limit is {max_bytes}")
-    content_type = (message.content_type or "").split(";")[0].strip().lower()
-    if content_type not in JSON_CONTENT_TYPES:
-        raise MessageRefused(dead_letter.REASON_CONTENT_TYPE,
-                             f"content type {content_type or 'none'!r}: only JSON is accepted")
-    headers = message.headers
+        return MessageRefused(dead_letter.REASON_OVERSIZED,
+                              f"body is {size} bytes, the limit is {max_bytes}")
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind not in JSON_CONTENT_TYPES:
+        return MessageRefused(dead_letter.REASON_CONTENT_TYPE,
+                              f"content type {kind or 'none'!r}: only JSON is accepted")
     if not isinstance(headers, dict) or "task" not in headers or "id" not in headers:
-        raise MessageRefused(dead_letter.REASON_NOT_A_TASK,
-                             "no Celery task headers (task, id): not a task message")
+        return MessageRefused(dead_letter.REASON_NOT_A_TASK,
+                              "no Celery task headers (task, id): not a task message")
     task_name = headers["task"]
-    task = tasks.get(task_name)
-    if task is None:
-        raise MessageRefused(dead_letter.REASON_UNKNOWN_TASK,
-                             f"no task named {task_name!r} is registered")
+    if not isinstance(task_name, str) or not is_known_task(task_name):
+        return MessageRefused(dead_letter.REASON_UNKNOWN_TASK,
+                              f"no task named {task_name!r} is registered")
     try:
         decoded = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MessageRefused(dead_letter.REASON_MALFORMED, f"body is not JSON: {exc}") from None
+    except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
+        return MessageRefused(dead_letter.REASON_MALFORMED, f"body is not JSON: {exc}")
     if not (isinstance(decoded, list) and len(decoded) == 3
             and isinstance(decoded[0], list) and isinstance(decoded[1], dict)):
-        raise MessageRefused(dead_letter.REASON_MALFORMED,
-                             "body is not a Celery task body [args, kwargs, embed]")
+        return MessageRefused(dead_letter.REASON_MALFORMED,
+                              "body is not a Celery task body [args, kwargs, embed]")
     # The envelope itself is validated by the step runtime, in the pool process, which
     # dead-letters an invalid one with reason invalid_envelope: validating it here too would
     # put pydantic on the main process, the one that moves every message.
+    return None
 
 
 def correlation_id_of(message: Message) -> str | None:
