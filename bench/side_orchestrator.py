@@ -17,7 +17,7 @@ from bench.workers import WorkerSpec
 from orchestrator.celery_app import app
 from orchestrator.correlation import HEADER
 from orchestrator.envelope import Envelope, EventType
-from orchestrator.failures import dlq
+from orchestrator.failures import dead_letter_queues as dlq
 from orchestrator.pipeline import PipelineHandle, build_pipeline, run_pipeline
 from orchestrator.topology import queue_name, topology
 

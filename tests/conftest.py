@@ -37,7 +37,7 @@ os.environ.update({
 
 from orchestrator.celery_app import app  # noqa: E402
 from orchestrator.devmode.feed_server import SampleFeedServer  # noqa: E402
-from orchestrator.failures import dlq  # noqa: E402
+from orchestrator.failures import dead_letter_queues as dlq  # noqa: E402
 from orchestrator.topology import topology  # noqa: E402
 from tests.support.brokers import (  # noqa: E402
     BrokerUnderTest,

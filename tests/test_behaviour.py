@@ -11,7 +11,7 @@ from kombu import Exchange, Producer
 from orchestrator.celery_app import app
 from orchestrator.correlation import HEADER
 from orchestrator.envelope import EventType
-from orchestrator.failures import dlq
+from orchestrator.failures import dead_letter_queues as dlq
 from orchestrator.pipeline import PipelineError, run_pipeline
 from orchestrator.topology import topology
 from tests.conftest import CRASH_QUEUES, dead_letters_for

@@ -20,7 +20,7 @@ from kombu import Exchange, Producer
 from orchestrator.celery_app import app
 from orchestrator.correlation import HEADER
 from orchestrator.envelope import Envelope, EventType
-from orchestrator.failures import dlq
+from orchestrator.failures import dead_letter_queues as dlq
 from orchestrator.pipeline import run_pipeline
 from tests.conftest import dead_letters_for
 from tests.support.waiting import wait_until

@@ -13,7 +13,7 @@ from kombu import Exchange, Producer
 from orchestrator.celery_app import app
 from orchestrator.correlation import HEADER
 from orchestrator.envelope import Envelope, EventType
-from orchestrator.failures import dlq
+from orchestrator.failures import dead_letter_queues as dlq
 from orchestrator.settings import get_settings
 from tests.conftest import CRASH_QUEUES, dead_letters_for
 from tests.support.brokers import BrokerUnderTest

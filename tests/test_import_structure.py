@@ -85,7 +85,7 @@ def test_the_cycle_finder_finds_one() -> None:
 LEAVES = ["orchestrator.envelope", "orchestrator.topology", "orchestrator.headers",
           "orchestrator.step_spec", "orchestrator.steps", "orchestrator.step_task",
           "orchestrator.transports.redis_streams", "orchestrator.transports.nats_jetstream",
-          "orchestrator.transports.dead_lettering", "orchestrator.failures.dlq",
+          "orchestrator.transports.dead_lettering", "orchestrator.failures.dead_letter_queues",
           "orchestrator.failures.dead_letter", "tasks.escavadores.youtube",
           "tasks.executadores.arquivo"]
 

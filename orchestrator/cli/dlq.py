@@ -6,7 +6,7 @@ import click
 from rich.table import Table
 
 from orchestrator.cli.common import console, err_console, print_json
-from orchestrator.failures import dlq
+from orchestrator.failures import dead_letter_queues as dlq
 
 
 def _age(seconds: float | None) -> str:
