@@ -41,7 +41,7 @@ from orchestrator.idempotency import (
 from orchestrator.result_backend import StepResultBackend
 from orchestrator.settings import get_settings
 from orchestrator.step_spec import StepContext, StepSpec
-from orchestrator.topology import dlq_name, dlx_name
+from orchestrator.topology import dlq_name
 
 logger = get_task_logger("orchestrator.step")
 
@@ -234,15 +234,8 @@ class StepTask(Task):  # type: ignore[misc]
 
 
     def _publish_dead_letter(self, headers: dict[str, Any]) -> None:
-        """This message, as it came, to its DLQ with ``headers``; waits for the confirm."""
-        request = self.request
-        self.signature_from_request(request).apply_async(
-            exchange=dlx_name(self.step_spec.queue),
-            routing_key=dlq_name(self.step_spec.queue),
-            headers=headers,
-            retries=request.retries or 0,
-            **self._telemetry_reprs(),
-        )
+        """This message to its DLQ with ``headers`` (:mod:`orchestrator.failures.dead_letter`)."""
+        dead_letter.publish_task_dead_letter(self, headers, self._telemetry_reprs())
 
 
 def step_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:

@@ -8,7 +8,9 @@ so the CLI shows one format.
 
 The move is "publish to the DLQ with confirmation, then ack the original": interrupted half way
 the message is at worst in both places (never in neither), and the replay path removes the
-duplicate by task id.
+duplicate by task id. This module is the one writer of dead letters on the worker's side:
+:func:`publish_task_dead_letter` for the step runtime, :func:`publish_raw_dead_letter` for the
+gate; the transports' own moves (reject, delivery limit) are the broker's, as on RabbitMQ.
 """
 
 from __future__ import annotations
@@ -18,12 +20,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from kombu.entity import Exchange
 from kombu.messaging import Producer
 
 from orchestrator import headers as message_headers
 from orchestrator.failures import decision
-from orchestrator.topology import dlq_name, dlx_name
+from orchestrator.topology import topology
 from orchestrator.transports import dead_lettering
 
 DEAD_LETTER_HEADER = message_headers.DEAD_LETTER
@@ -85,7 +86,7 @@ def _short_traceback(exc: BaseException | None) -> str | None:
     return text[-MAX_TRACEBACK_CHARS:]
 
 
-def publish_dead_letter(
+def publish_raw_dead_letter(
     producer: Producer,
     *,
     body: bytes | str,
@@ -95,8 +96,9 @@ def publish_dead_letter(
     content_encoding: str | None,
     details: dict[str, Any],
 ) -> None:
-    """Publish a raw message to its queue's DLQ with ``details``; waits for the broker's confirm."""
-    queue = details["queue"]
+    """A delivery as it came (the gate's refusals) to its queue's DLQ with ``details``;
+    waits for the broker's confirm."""
+    spec = topology.get(details["queue"])
     new_headers = dict(headers or {})
     new_headers.pop("x-death", None)
     new_headers[DEAD_LETTER_HEADER] = details
@@ -108,16 +110,31 @@ def publish_dead_letter(
     }
     producer.publish(
         body if isinstance(body, bytes) else body.encode("utf-8"),
-        exchange=Exchange(dlx_name(queue), type="direct", durable=True),
-        routing_key=dlq_name(queue),
+        exchange=spec.dead_letter_exchange(),
+        routing_key=spec.dlq,
         headers=new_headers,
         content_type=content_type or "application/octet-stream",
         content_encoding=content_encoding or "binary",
         delivery_mode=2,
         retry=True,
         retry_policy={"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5},
-        declare=[Exchange(dlx_name(queue), type="direct", durable=True)],
+        declare=[spec.dead_letter_exchange()],
         **kept_properties,
+    )
+
+
+def publish_task_dead_letter(task: Any, headers: dict[str, Any], reprs: Mapping[str, str],
+                             ) -> None:
+    """The step message ``task`` is running, rebuilt from its request (a pool process has
+    no raw bytes), to its queue's DLQ with ``headers``; waits for the broker's confirm."""
+    request = task.request
+    spec = topology.get(task.step_spec.queue)
+    task.signature_from_request(request).apply_async(
+        exchange=spec.dlx,
+        routing_key=spec.dlq,
+        headers=headers,
+        retries=request.retries or 0,
+        **reprs,
     )
 
 

@@ -30,14 +30,14 @@ from typing import Any
 import redis
 from celery import Celery
 from kombu.connection import Connection
-from kombu.entity import Exchange, Queue
+from kombu.entity import Queue
 from kombu.message import Message
 
 from orchestrator import headers as message_headers
 from orchestrator.correlation import HEADER
 from orchestrator.failures.dead_letter import describe
 from orchestrator.settings import get_settings
-from orchestrator.topology import WORK_EXCHANGE, dlq_name, original_queue, topology
+from orchestrator.topology import dlq_name, original_queue, topology, work_exchange
 
 JOURNAL_PREFIX = "orchestrator:dlq:replayed:"
 JOURNAL_TTL = 7 * 24 * 3600
@@ -251,7 +251,7 @@ def _republish(connection: Connection, letter: DeadLetter) -> None:
     producer = connection.Producer()
     producer.publish(
         letter.body,
-        exchange=Exchange(WORK_EXCHANGE, type="topic", durable=True),
+        exchange=work_exchange,
         routing_key=spec.name,
         headers=_replay_headers(letter.headers),
         content_type=letter.content_type or "application/octet-stream",

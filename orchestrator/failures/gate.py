@@ -143,7 +143,7 @@ class GatedConsumer(Consumer):  # type: ignore[misc]
         )
         try:
             with self.app.producer_pool.acquire(block=True, timeout=10) as producer:
-                dead_letter.publish_dead_letter(
+                dead_letter.publish_raw_dead_letter(
                     producer,
                     body=message.body,
                     headers=headers,
