@@ -36,16 +36,20 @@ os.environ.update({
 })
 
 from orchestrator.celery_app import app  # noqa: E402
+from orchestrator.devmode.embedded_broker import EmbeddedBroker  # noqa: E402
 from orchestrator.devmode.feed_server import SampleFeedServer  # noqa: E402
 from orchestrator.failures import dead_letter_queues as dlq  # noqa: E402
 from orchestrator.topology import topology  # noqa: E402
 from tests.support.brokers import (  # noqa: E402
+    EMBEDDED,
     BrokerUnderTest,
     create_test_vhost,
     delete_test_vhost,
     reachable,
     selected_brokers,
 )
+from tests.support.net import free_port  # noqa: E402
+from tests.support.servers import NatsServer  # noqa: E402
 from tests.support.workers import WorkerProcess, worker_env  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -91,11 +95,40 @@ def amqp_vhost() -> Iterator[None]:
     delete_test_vhost()
 
 
+@pytest.fixture(scope="session")
+def embedded_valkey() -> Iterator[str]:
+    """The suite's own Valkey: the Redis Streams broker's URL."""
+    server = EmbeddedBroker(TEST_DATA_DIR / "valkey").start()
+    yield f"redis-streams://127.0.0.1:{server.port}/0"
+    use_broker("memory://")
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def embedded_nats() -> Iterator[str]:
+    """The suite's own JetStream-enabled nats-server."""
+    server = NatsServer(TEST_DATA_DIR / "nats", free_port())
+    server.start()
+    yield f"nats://127.0.0.1:{server.port}"
+    use_broker("memory://")
+    server.stop()
+
+
+EMBEDDED_FIXTURES = {"redis-streams": "embedded_valkey", "nats": "embedded_nats"}
+
+
+def broker_url(request: pytest.FixtureRequest, configured: BrokerUnderTest) -> str:
+    """The URL the suite uses for ``configured``: its own vhost or its own server."""
+    if configured.name == "amqp":
+        request.getfixturevalue("amqp_vhost")
+    if configured.url == EMBEDDED:
+        return str(request.getfixturevalue(EMBEDDED_FIXTURES[configured.name]))
+    return configured.url
+
+
 @pytest.fixture(scope="session", params=selected_brokers(), ids=lambda b: b.name)
 def broker(request: pytest.FixtureRequest, result_backend: str) -> BrokerUnderTest:
-    under_test: BrokerUnderTest = request.param
-    if under_test.name == "amqp":
-        request.getfixturevalue("amqp_vhost")
+    under_test = BrokerUnderTest(request.param.name, broker_url(request, request.param))
     error = reachable(under_test.url)
     if error:
         _unreachable(f"broker {under_test.name} ({under_test.url})", error)

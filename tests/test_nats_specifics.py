@@ -8,21 +8,22 @@ import uuid
 import pytest
 from kombu import Connection, Exchange, Producer, Queue
 
+from tests.conftest import broker_url
 from tests.support.brokers import ALL_BROKERS, reachable
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.broker
-NATS = ALL_BROKERS["nats"]
 
 
 @pytest.fixture()
-def nats_url() -> str:
-    error = reachable(NATS.url)
+def nats_url(request: pytest.FixtureRequest) -> str:
+    url = broker_url(request, ALL_BROKERS["nats"])
+    error = reachable(url)
     if error:
         from tests.conftest import _unreachable
 
         _unreachable("NATS", error)
-    return NATS.url
+    return url
 
 
 def _size(connection: Connection, queue: Queue) -> int:

@@ -26,11 +26,23 @@ declared with other arguments, an earlier run's leftovers) cannot touch the suit
 AMQP_URL = os.environ.get("ORCHESTRATOR_TEST_AMQP_URL",
                           f"amqp://guest:guest@127.0.0.1:5672/{TEST_VHOST}")
 
+EMBEDDED = "embedded"
+"""The URL of a broker the suite starts itself (see :mod:`tests.support.servers`); set
+``ORCHESTRATOR_TEST_REDIS_STREAMS_URL`` / ``ORCHESTRATOR_TEST_NATS_URL`` to use another."""
+
 ALL_BROKERS = {
     "amqp": BrokerUnderTest("amqp", AMQP_URL),
-    "redis-streams": BrokerUnderTest("redis-streams", "redis-streams://127.0.0.1:6379/8"),
-    "nats": BrokerUnderTest("nats", "nats://127.0.0.1:4222"),
+    "redis-streams": BrokerUnderTest(
+        "redis-streams", os.environ.get("ORCHESTRATOR_TEST_REDIS_STREAMS_URL", EMBEDDED)),
+    "nats": BrokerUnderTest("nats", os.environ.get("ORCHESTRATOR_TEST_NATS_URL", EMBEDDED)),
 }
+
+MACHINE_URLS = {
+    "amqp": "amqp://guest:guest@127.0.0.1:5672//",
+    "redis-streams": "redis-streams://127.0.0.1:6379/0",
+    "nats": "nats://127.0.0.1:4222",
+}
+"""Where a user's run on this machine would put its queues, with the default settings."""
 
 
 def selected_brokers() -> list[BrokerUnderTest]:
