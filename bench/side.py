@@ -90,17 +90,3 @@ def forget_pending(result: Any) -> None:
     backend = getattr(result, "backend", None)
     if backend is not None and hasattr(backend, "remove_pending_result"):
         backend.remove_pending_result(result)
-
-
-def point_app_at(app: Any, url: str) -> None:
-    """Re-point a Celery app at another broker, dropping pooled connections to the old one.
-
-    The same move as the behaviour tests' ``use_broker``: Celery caches the connection pool
-    and the producer pool, so changing ``broker_url`` alone would keep publishing to the old.
-    """
-    if app.conf.broker_url == url:
-        return
-    app.close()
-    app.conf.broker_url = url
-    app._pool = None
-    app.amqp._producer_pool = None

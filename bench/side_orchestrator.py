@@ -12,8 +12,9 @@ from typing import Any
 from celery.canvas import Signature
 
 from bench.config import base_env, orchestrator_env
-from bench.side import FANOUT_WIDTH, CanvasFailed, forget_pending, point_app_at
+from bench.side import FANOUT_WIDTH, CanvasFailed, forget_pending
 from bench.workers import WorkerSpec
+from orchestrator.app_broker import point_app_at
 from orchestrator.celery_app import app
 from orchestrator.correlation import HEADER
 from orchestrator.envelope import Envelope, EventType

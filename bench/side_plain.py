@@ -13,10 +13,10 @@ from bench.side import (
     FANOUT_WIDTH,
     CanvasFailed,
     forget_pending,
-    point_app_at,
     without_publish_hooks,
 )
 from bench.workers import WorkerSpec
+from orchestrator.app_broker import point_app_at
 
 CHAIN_LENGTH = 4
 

@@ -35,6 +35,7 @@ os.environ.update({
     "ORCHESTRATOR_BROKER_TRANSPORT_OPTIONS": '{"ack_wait": 10}',
 })
 
+from orchestrator.app_broker import point_app_at  # noqa: E402
 from orchestrator.celery_app import app  # noqa: E402
 from orchestrator.devmode.embedded_broker import EmbeddedBroker  # noqa: E402
 from orchestrator.devmode.feed_server import SampleFeedServer  # noqa: E402
@@ -64,12 +65,7 @@ def _unreachable(what: str, error: str) -> None:
 
 def use_broker(url: str) -> None:
     """Point the test process's Celery app at ``url`` (closing pools made for another one)."""
-    if app.conf.broker_url == url and app.conf.broker_write_url in (None, url):
-        return
-    app.close()
-    app.conf.broker_url = url
-    app._pool = None
-    app.amqp._producer_pool = None
+    point_app_at(app, url)
 
 
 @pytest.fixture(scope="session")
