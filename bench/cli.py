@@ -15,8 +15,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from bench.brokers import BROKERS
 from bench.config import DEFAULT_REDIS_URL, orchestrator_env, plain_env
+from bench.services import BROKERS
 
 SCENARIO_NAMES = ("throughput", "publish", "latency", "fanout", "backlog")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -80,10 +80,10 @@ def main(brokers: str, tasks: int, chain_samples: int, chord_samples: int, backl
     os.environ.update(plain_env(BROKERS[broker_names[0]], redis_url, plain_task_events,
                                 plain_quorum))
 
-    from bench import redisdb, report, results
+    from bench import report, results, services
     from bench.runner import Plan, run
 
-    problem = redisdb.check(redis_url)
+    problem = services.check_redis(redis_url)
     if problem is not None:
         raise click.ClickException(f"Redis {redis_url} is not reachable: {problem}")
 

@@ -1,16 +1,189 @@
-"""The console report: one rich table per broker."""
+"""What a run reports: the metrics and targets, the rows, the console tables.
+
+The targets are documented and checked by reading the output, never by a test:
+
+- orchestrator/plain throughput (publish/s and drain/s) >= 0.9;
+- chain latency p50 <= 1.2 x plain on the same broker;
+- no message lost or duplicated in any scenario (both sides).
+
+Ratios are always orchestrator / plain of the metric as shown: above 1 means a larger
+number on the orchestrator's side, which is better for a rate and worse for a time.
+With several rounds the ratio is the median of the per-round ratios, not the ratio of the
+medians: each round pairs a plain and an orchestrator measurement taken back to back, so
+the machine's drift cancels inside a round and only then are rounds combined.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bench.runner import BrokerRecord
-from bench.summary import Row, rows
+from bench.runner import BrokerRecord, ScenarioRecord
+from bench.scenarios import median, ratio
 
+# -- metrics and targets -----------------------------------------------------------------------
+
+TargetKind = Literal["ratio_min", "ratio_max", "zero"]
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: TargetKind
+    value: float = 0.0
+
+    def text(self) -> str:
+        if self.kind == "ratio_min":
+            return f">= {self.value:g}"
+        if self.kind == "ratio_max":
+            return f"<= {self.value:g}"
+        return "0"
+
+    def met(self, plain: float, orchestrator: float, ratio: float) -> bool | None:
+        """True/False, or None when a value is missing (nothing to judge)."""
+        if self.kind == "zero":
+            if math.isnan(plain) and math.isnan(orchestrator):
+                return None
+            return all(math.isnan(v) or v == 0 for v in (plain, orchestrator))
+        if math.isnan(ratio):
+            return None
+        return ratio >= self.value if self.kind == "ratio_min" else ratio <= self.value
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One row of the report: ``source`` is the scenario that measured it."""
+
+    scenario: str
+    source: str
+    key: str
+    label: str
+    decimals: int
+    has_ratio: bool
+    target: Target | None = None
+    higher_is_better: bool = False
+    """Rates (publish/s, drain/s): a ratio above 1 is good. Times and memory: below 1."""
+
+
+ZERO = Target("zero")
+THROUGHPUT = Target("ratio_min", 0.9)
+LATENCY_P50 = Target("ratio_max", 1.2)
+
+METRICS: tuple[Metric, ...] = (
+    Metric("throughput", "throughput", "publish_per_s", "publish/s", 0, True, THROUGHPUT, True),
+    Metric("publish", "publish", "publish_per_s", "publish/s in turns", 0, True, THROUGHPUT,
+           True),
+    Metric("throughput", "throughput", "drain_per_s", "drain/s", 0, True, THROUGHPUT, True),
+    Metric("throughput", "throughput", "lost", "lost", 0, False, ZERO),
+    Metric("throughput", "throughput", "duplicates", "duplicates", 0, False, ZERO),
+    Metric("throughput", "throughput", "dead_lettered", "dead-lettered", 0, False, ZERO),
+    Metric("memory", "throughput", "peak_rss_mb", "peak RSS MiB", 1, True),
+    Metric("latency", "latency", "p50_ms", "chain p50 ms", 1, True, LATENCY_P50),
+    Metric("latency", "latency", "p99_ms", "chain p99 ms", 1, True),
+    Metric("latency", "latency", "failed", "failed chains", 0, False, ZERO),
+    Metric("fanout", "fanout", "p50_ms", "chord p50 ms", 1, True),
+    Metric("fanout", "fanout", "p99_ms", "chord p99 ms", 1, True),
+    Metric("fanout", "fanout", "failed", "failed chords", 0, False, ZERO),
+    Metric("backlog", "backlog", "publish_s", "publish time s", 2, True),
+    Metric("backlog", "backlog", "drain_s", "drain time s", 2, True),
+    Metric("backlog", "backlog", "lost", "lost", 0, False, ZERO),
+    Metric("backlog", "backlog", "duplicates", "duplicates", 0, False, ZERO),
+    Metric("backlog", "backlog", "dead_lettered", "dead-lettered", 0, False, ZERO),
+)
+
+
+# -- rows: medians per side, a ratio, the target -----------------------------------------------
+
+PLAIN = "plain"
+ORCHESTRATOR = "orchestrator"
+
+
+@dataclass(frozen=True)
+class Row:
+    scenario: str
+    metric: str
+    key: str
+    plain: float
+    orchestrator: float
+    ratio: float
+    target: str
+    target_ratio: float | None
+    """The ratio the target names (for the chart), None for non-ratio targets."""
+    ok: bool | None
+    decimals: int
+    better: str
+    """"higher" or "lower": which way a ratio is an improvement."""
+
+    def to_json(self) -> dict[str, Any]:
+        """NaN is not JSON: missing values become null."""
+        data = asdict(self)
+        for name in ("plain", "orchestrator", "ratio"):
+            if math.isnan(data[name]):
+                data[name] = None
+        return data
+
+
+def _values(record: ScenarioRecord, side: str, key: str) -> list[float]:
+    values = []
+    for outcome in record.rounds:
+        metrics = outcome.get(side)
+        if metrics is not None and key in metrics:
+            values.append(metrics[key])
+    return values
+
+
+def _round_ratios(record: ScenarioRecord, key: str) -> list[float]:
+    ratios = []
+    for outcome in record.rounds:
+        plain, orchestrator = outcome.get(PLAIN), outcome.get(ORCHESTRATOR)
+        if plain is not None and orchestrator is not None:
+            ratios.append(ratio(orchestrator.get(key, math.nan), plain.get(key, math.nan)))
+    return ratios
+
+
+def _incomplete(record: ScenarioRecord) -> bool:
+    """True when some side's measurement in some round failed."""
+    return any(outcome.get(side) is None for outcome in record.rounds
+               for side in (PLAIN, ORCHESTRATOR))
+
+
+def _row(metric: Metric, record: ScenarioRecord) -> Row | None:
+    plain_values = _values(record, PLAIN, metric.key)
+    orchestrator_values = _values(record, ORCHESTRATOR, metric.key)
+    nothing = not plain_values and not orchestrator_values
+    if nothing and (metric.key == "dead_lettered" or not record.rounds):
+        return None
+    plain = median(plain_values)
+    orchestrator = median(orchestrator_values)
+    value = median(_round_ratios(record, metric.key)) if metric.has_ratio else math.nan
+    ok = metric.target.met(plain, orchestrator, value) if metric.target else None
+    if metric.target is not None and metric.target.kind == "zero" and _incomplete(record):
+        ok = False  # a measurement that failed cannot vouch for exactly-once
+    target = metric.target
+    target_ratio = target.value if target is not None and target.kind != "zero" else None
+    return Row(metric.scenario, metric.label, metric.key, plain, orchestrator, value,
+               target.text() if target else "", target_ratio, ok, metric.decimals,
+               "higher" if metric.higher_is_better else "lower")
+
+
+def rows(broker: BrokerRecord) -> list[Row]:
+    """The report rows of one broker, in :data:`METRICS` order."""
+    found: list[Row] = []
+    for metric in METRICS:
+        record = broker.scenarios.get(metric.source)
+        if record is None:
+            continue
+        row = _row(metric, record)
+        if row is not None:
+            found.append(row)
+    return found
+
+
+# -- the console tables ------------------------------------------------------------------------
 
 def _number(value: float, decimals: int) -> str:
     return "-" if math.isnan(value) else f"{value:,.{decimals}f}"

@@ -16,8 +16,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from bench.report import rows
 from bench.runner import BrokerRecord, Plan
-from bench.summary import rows
 
 
 def stamp(moment: datetime) -> str:

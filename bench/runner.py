@@ -18,8 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from bench import redisdb
-from bench.brokers import BROKERS, unavailable_reason
+from bench import services
 from bench.scenarios import (
     Context,
     Metrics,
@@ -28,6 +27,7 @@ from bench.scenarios import (
     measure_fanout,
     measure_publish_interleaved,
 )
+from bench.services import BROKERS, unavailable_reason
 from bench.side import Side
 from bench.side_orchestrator import OrchestratorSide
 from bench.side_plain import PlainSide
@@ -103,7 +103,7 @@ def _run_paired_round(record: ScenarioRecord, measure: PairedMeasure,
                       sides: tuple[Side, ...], plan: Plan, console: Console, title: str,
                       round_number: int) -> None:
     """One round of a measure that takes both sides at once (in turns)."""
-    redisdb.tidy(plan.redis_url)
+    services.tidy_redis(plan.redis_url)
     label = escape(f"{title} {round_number}/{plan.rounds} both sides in turns")
     console.log(f"{label} ...")
     try:
@@ -125,7 +125,7 @@ def _run_round(record: ScenarioRecord, measure: Measure, sides: tuple[Side, ...]
     outcome: dict[str, Metrics | None] = {}
     record.rounds.append(outcome)
     for side in sides:
-        redisdb.tidy(plan.redis_url)
+        services.tidy_redis(plan.redis_url)
         label = escape(f"{title} {round_number}/{plan.rounds} {side.name}")
         console.log(f"{label} ...")
         try:
@@ -160,7 +160,7 @@ def run(plan: Plan, console: Console) -> tuple[list[BrokerRecord], bool]:
     finally:
         for side in sides:
             side.close()
-        redisdb.tidy(plan.redis_url)
+        services.tidy_redis(plan.redis_url)
     return records, interrupted
 
 

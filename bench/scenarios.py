@@ -1,8 +1,9 @@
-"""The measurements, each written once and run for either side.
+"""The measurements, each written once and run for either side, and their statistics.
 
 Every function starts from empty queues and its own worker and stops that worker before it
 returns, so consecutive measurements (plain, orchestrator, plain, ...) do not share state.
 Each returns a flat ``{metric: number}`` dict; NaN marks a value that could not be measured.
+Percentiles and medians are written out so the method is known (linear interpolation).
 """
 
 from __future__ import annotations
@@ -10,15 +11,13 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench import accounting
 from bench.side import Side
-from bench.stats import percentile
-from bench.waiting import BenchTimeout, wait_for_count
-from bench.workers import running
+from bench.workers import BenchTimeout, running, wait_for_count
 
 Metrics = dict[str, float]
 
@@ -179,3 +178,29 @@ def measure_fanout(side: Side, samples: int, ctx: Context) -> Metrics:
             metrics = _sample_latency(side.run_fanout, samples, ctx)
         worker.check_alive()
     return metrics
+
+
+# -- statistics --------------------------------------------------------------------------------
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100), interpolating between ranks; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of the finite values; NaN when there are none."""
+    finite = [v for v in values if not math.isnan(v)]
+    return percentile(finite, 50.0)
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``; NaN when either is missing or the denominator is 0."""
+    if math.isnan(numerator) or math.isnan(denominator) or denominator == 0:
+        return math.nan
+    return numerator / denominator

@@ -1,8 +1,12 @@
-"""Worker subprocesses: ``celery -A <app> worker`` with the same options for both sides.
+"""Worker subprocesses, the waits around them and their memory.
 
-Started like the behaviour tests start theirs (``tests/support/workers.py``): a new process
-group, a log file, readiness read from the log. Always stopped, also on errors and Ctrl-C:
-SIGTERM (warm shutdown), then SIGKILL to the whole group, so no pool child outlives a run.
+``celery -A <app> worker`` with the same options for both sides, started like the
+behaviour tests start theirs (``tests/support/workers.py``): a new process group, a log
+file, readiness read from the log. Always stopped, also on errors and Ctrl-C: SIGTERM
+(warm shutdown), then SIGKILL to the whole group, so no pool child outlives a run. Every
+wait has a timeout (a benchmark must end, even when a side loses messages), and a
+worker's footprint is the peak RSS (``VmHWM``) of its process tree, read from ``/proc``
+before it is stopped.
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from bench.config import REPO
-from bench.memory import tree_peak_rss_bytes
-from bench.waiting import BenchTimeout
+
+# -- worker processes --------------------------------------------------------------------------
 
 CONCURRENCY = 2
 READY_MARK = b" ready."
@@ -133,3 +138,108 @@ def running(spec: WorkerSpec, log_dir: Path) -> Iterator[BenchWorker]:
         yield worker
     finally:
         worker.stop()
+
+
+# -- waiting, always with a timeout ------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class BenchTimeout(RuntimeError):
+    """A wait ran out of time."""
+
+
+def wait_until(condition: Callable[[], T], timeout: float, interval: float, what: str) -> T:
+    """Poll ``condition`` until it is truthy; :class:`BenchTimeout` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise BenchTimeout(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass(frozen=True)
+class CountOutcome:
+    """Where a count stopped: ``complete`` when it reached its target."""
+
+    count: int
+    complete: bool
+    finished_at: float
+    """``time.monotonic()`` when the count was last read."""
+
+
+def wait_for_count(read: Callable[[], int], target: int, *, stall_timeout: float,
+                   overall_timeout: float, interval: float = 0.02) -> CountOutcome:
+    """Poll ``read`` until it returns ``target``; give up if it stops moving.
+
+    Returns instead of raising, so a run that lost messages still reports how many.
+    A stall (no progress for ``stall_timeout`` s) ends the wait early: lost messages never
+    arrive, and waiting for the overall timeout would only waste the machine's time.
+    """
+    start = time.monotonic()
+    last_count, last_progress = -1, start
+    while True:
+        count = read()
+        now = time.monotonic()
+        if count >= target:
+            return CountOutcome(count, True, now)
+        if count != last_count:
+            last_count, last_progress = count, now
+        if now - last_progress > stall_timeout or now - start > overall_timeout:
+            return CountOutcome(count, False, now)
+        time.sleep(interval)
+
+
+# -- peak resident memory of a process tree ----------------------------------------------------
+
+PROC = Path("/proc")
+
+
+def _parent_of(stat_text: str) -> int:
+    # The command name (field 2) may hold spaces and parentheses: parse after the last ')'.
+    fields = stat_text.rsplit(")", 1)[1].split()
+    return int(fields[1])
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid``."""
+    found: list[int] = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = _parent_of((entry / "stat").read_text())
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+        if parent == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    tree = [pid]
+    index = 0
+    while index < len(tree):
+        tree.extend(children(tree[index]))
+        index += 1
+    return tree
+
+
+def peak_rss_kib(pid: int) -> int:
+    """``VmHWM`` of one process in KiB (0 if it is gone)."""
+    try:
+        for line in (PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+def tree_peak_rss_bytes(pid: int) -> int:
+    """Sum of the peak RSS of ``pid`` and its descendants, in bytes."""
+    return sum(peak_rss_kib(p) for p in process_tree(pid)) * 1024
