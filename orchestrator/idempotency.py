@@ -38,6 +38,49 @@ class IdempotencyWrite:
     ttl: int
 
 
+class PendingRecords:
+    """The idempotency records of finished steps that are not written yet, by task id.
+
+    The one owner of a deferred record. A step's runtime hands its record over with
+    :meth:`keep`: written at once, or, when the result backend is the same Redis, kept here
+    so that :class:`~orchestrator.result_backend.StepResultBackend` writes it in the round
+    trip that stores the task's result (:meth:`take`, then :meth:`put_back` if that store
+    failed). :meth:`settle`, run after the task returned, writes what is still here (a task
+    whose result is ignored, a compressed backend, a failed store): no record is lost.
+    One object per process; a task id runs once at a time in it, so a dict is enough (also
+    under the threads pool).
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, IdempotencyWrite] = {}
+
+    def keep(self, task_id: str, write: IdempotencyWrite, store: IdempotencyStore, *,
+             rides_along: bool) -> None:
+        """Write ``write`` now, or keep it for the result store when it ``rides_along``."""
+        if rides_along:
+            self._pending[task_id] = write
+        else:
+            store.store_and_release(write.key, write.owner, write.result, ttl=write.ttl)
+
+    def take(self, task_id: str) -> IdempotencyWrite | None:
+        """The record of ``task_id`` that is not written yet, no longer kept here."""
+        return self._pending.pop(task_id, None)
+
+    def put_back(self, task_id: str, write: IdempotencyWrite) -> None:
+        """A record the result store took and could not write."""
+        self._pending[task_id] = write
+
+    def settle(self, task_id: str, store: IdempotencyStore) -> None:
+        """Write the record of ``task_id`` if nobody did."""
+        write = self.take(task_id)
+        if write is not None:
+            store.store_and_release(write.key, write.owner, write.result, ttl=write.ttl)
+
+
+pending_records = PendingRecords()
+"""This process's records waiting to ride along with a task result."""
+
+
 class Busy:
     """Another delivery holds the claim on this key right now."""
 

@@ -3,14 +3,14 @@
 Storing a task result with Celery's stock Redis backend takes two round trips (a ``GET`` to
 refuse overwriting a ``SUCCESS``, then ``SETEX`` + ``PUBLISH``), and a step then takes a third
 to store its idempotency record and drop its claim. :class:`StepResultBackend` does all of it
-in one Lua script: the step runtime hands it the record (:meth:`defer_idempotency_write`)
-and the backend writes it together with the result Celery stores right after the step.
+in one Lua script: the step runtime leaves the record with
+:data:`~orchestrator.idempotency.pending_records` and the backend writes it together with the
+result Celery stores right after the step.
 
 It keeps Celery's semantics: the same keys, the same meta document, ``PUBLISH`` for waiting
 callers, the same expiry for failures, no overwrite of a stored ``SUCCESS``, retries on
-connection errors. A record the backend was handed but never wrote (a task that ignores its
-result) is written by :meth:`StepTask.after_return <orchestrator.step_task.StepTask>` instead,
-so none is ever lost.
+connection errors. A record the backend did not write (a task that ignores its result) is
+written on its own after the task (``PendingRecords.settle``), so none is ever lost.
 
 Selected in ``celeryconfig.py`` for ``redis://`` and ``rediss://`` result backends through
 Celery's ``<backend class>+<url>`` form; any other backend URL is used as given.
@@ -27,7 +27,7 @@ from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
 
-from orchestrator.idempotency import IdempotencyWrite, RedisIdempotencyStore
+from orchestrator.idempotency import RedisIdempotencyStore, pending_records
 
 BACKEND_CLASS = "orchestrator.result_backend:StepResultBackend"
 REDIS_SCHEMES = frozenset({"redis", "rediss"})
@@ -67,17 +67,7 @@ class StepResultBackend(RedisBackend):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._pending: dict[str, IdempotencyWrite] = {}
         self._store_script = self.client.register_script(_STORE_RESULT)
-
-    def defer_idempotency_write(self, task_id: str, write: IdempotencyWrite) -> None:
-        """Write ``write`` with the result of ``task_id`` (one process runs one task at a
-        time per id, so a plain dict is enough, also under the threads pool)."""
-        self._pending[task_id] = write
-
-    def take_idempotency_write(self, task_id: str) -> IdempotencyWrite | None:
-        """The record for ``task_id`` not written yet, removed from the pending ones."""
-        return self._pending.pop(task_id, None)
 
     def _store_result(
         self,
@@ -102,15 +92,15 @@ class StepResultBackend(RedisBackend):  # type: ignore[misc]
         expires = self.failure_expires if state == states.FAILURE else self.expires
         keys = [self.get_key_for_task(task_id)]
         args: list[Any] = [value, int(expires or 0)]
-        write = self.take_idempotency_write(task_id)
+        write = pending_records.take(task_id)
         if write is not None:
             keys.extend(RedisIdempotencyStore.keys_for(write.key))
             args.extend([write.owner, json.dumps(write.result), max(write.ttl, 1)])
         try:
             self.ensure(self._run_store_script, (keys, args))
         except BaseException:
-            if write is not None:  # not written: after_return tries again on its own
-                self.defer_idempotency_write(task_id, write)
+            if write is not None:  # not written: settled after the task, on its own
+                pending_records.put_back(task_id, write)
             raise
         return result
 

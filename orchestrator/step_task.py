@@ -37,6 +37,7 @@ from orchestrator.idempotency import (
     IdempotencyWrite,
     RedisIdempotencyStore,
     default_idempotency_key,
+    pending_records,
 )
 from orchestrator.result_backend import StepResultBackend
 from orchestrator.settings import get_settings
@@ -154,34 +155,17 @@ class StepTask(Task):  # type: ignore[misc]
         return reply
 
     def _keep_result(self, store: IdempotencyStore, write: IdempotencyWrite) -> None:
-        """Store the step's result under its idempotency key and drop the claim.
-
-        When the result backend is the same Redis, the write rides along with the task
-        result Celery stores right after this returns (one round trip instead of two);
-        :meth:`after_return` writes whatever the backend did not.
-        """
-        backend = self.backend
-        if isinstance(backend, StepResultBackend) and self._store_is_the_backend():
-            backend.defer_idempotency_write(str(self.request.id), write)
-            return
-        store.store_and_release(write.key, write.owner, write.result, ttl=write.ttl)
-
-    @staticmethod
-    def _store_is_the_backend() -> bool:
+        """Store the step's result under its idempotency key and drop the claim: in the
+        round trip of the task result when the result backend is the same Redis."""
         settings = get_settings()
-        return settings.idempotency_url in (None, settings.result_backend)
+        rides_along = (isinstance(self.backend, StepResultBackend)
+                       and settings.idempotency_url in (None, settings.result_backend))
+        pending_records.keep(str(self.request.id), write, store, rides_along=rides_along)
 
     def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any,
                      einfo: Any) -> None:
-        """Write an idempotency record the result backend was handed but did not store
-        (a task whose result is ignored, a compressed backend, a failed store)."""
-        backend = self.backend
-        if not isinstance(backend, StepResultBackend):
-            return
-        write = backend.take_idempotency_write(task_id)
-        if write is not None:
-            self.idempotency_store().store_and_release(write.key, write.owner, write.result,
-                                                       ttl=write.ttl)
+        """Write the idempotency record if the result store did not."""
+        pending_records.settle(task_id, self.idempotency_store())
 
     def _handle_failure(self, exc: Exception, correlation_id: str | None) -> None:
         """Carry out :func:`decide_failure`: raise the retry, or dead-letter and re-raise."""

@@ -23,7 +23,7 @@ from kombu import Connection, Consumer, Producer, Queue
 from kombu.asynchronous import Hub
 
 from orchestrator.celery_app import app
-from orchestrator.idempotency import IdempotencyWrite, RedisIdempotencyStore
+from orchestrator.idempotency import IdempotencyWrite, RedisIdempotencyStore, pending_records
 from orchestrator.result_backend import BACKEND_CLASS, StepResultBackend, backend_url
 from orchestrator.transports.bindings import BindingCache, cached_match
 from orchestrator.transports.redis_streams import GROUP, BackgroundWriter
@@ -69,7 +69,7 @@ def test_one_store_writes_the_result_the_record_and_drops_our_claim(
     pubsub.subscribe(backend.get_key_for_task(task_id))
     wait_until(lambda: pubsub.get_message(timeout=0.1) is not None, timeout=5,
                message="subscription confirmed")
-    backend.defer_idempotency_write(task_id, IdempotencyWrite(key, task_id, {"ok": 1}, 30))
+    pending_records.put_back(task_id, IdempotencyWrite(key, task_id, {"ok": 1}, 30))
 
     backend.store_result(task_id, {"ok": 1}, states.SUCCESS)
 
@@ -81,7 +81,7 @@ def test_one_store_writes_the_result_the_record_and_drops_our_claim(
     assert 0 < client.ttl(backend.get_key_for_task(task_id)) <= backend.expires
     published = pubsub.get_message(timeout=5)
     assert published is not None and b'"SUCCESS"' in published["data"]
-    assert backend.take_idempotency_write(task_id) is None
+    assert pending_records.take(task_id) is None
     pubsub.close()
 
 
@@ -90,7 +90,7 @@ def test_a_stored_success_is_never_overwritten_but_the_record_is_kept(
 ) -> None:
     task_id, key = str(uuid.uuid4()), f"test-{uuid.uuid4()}"
     backend.store_result(task_id, {"first": True}, states.SUCCESS)
-    backend.defer_idempotency_write(task_id, IdempotencyWrite(key, task_id, {"x": 2}, 30))
+    pending_records.put_back(task_id, IdempotencyWrite(key, task_id, {"x": 2}, 30))
 
     backend.store_result(task_id, "late failure", states.FAILURE)
 
@@ -104,7 +104,7 @@ def test_another_owners_claim_is_left_alone(
     task_id, key = str(uuid.uuid4()), f"test-{uuid.uuid4()}"
     _, claim_key = _idem_keys(key)
     client.set(claim_key, "someone-else", ex=60)
-    backend.defer_idempotency_write(task_id, IdempotencyWrite(key, task_id, {}, 30))
+    pending_records.put_back(task_id, IdempotencyWrite(key, task_id, {}, 30))
     backend.store_result(task_id, {}, states.SUCCESS)
     assert client.get(claim_key) == b"someone-else"
 
