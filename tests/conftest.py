@@ -1,7 +1,9 @@
 """Shared fixtures: the broker under test, one shared worker per broker, a local feed server.
 
-The environment is fixed here, before ``orchestrator`` is imported, so the test process (the
-orchestrator side) and the worker processes it starts share one configuration.
+The environment is fixed in :func:`pytest_configure`, before any test module is imported (and
+with it the configured app, whose settings are read once), so the test process (the
+orchestrator side) and the worker processes it starts share one configuration. Nothing
+imported here reads the settings.
 """
 
 from __future__ import annotations
@@ -10,8 +12,26 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from orchestrator.app_broker import point_app_at
+from orchestrator.devmode.embedded_broker import EmbeddedBroker
+from orchestrator.devmode.feed_server import SampleFeedServer
+from orchestrator.failures import dead_letter_queues as dlq
+from orchestrator.topology import topology
+from tests.support.brokers import (
+    EMBEDDED,
+    BrokerUnderTest,
+    create_test_vhost,
+    delete_test_vhost,
+    reachable,
+    selected_brokers,
+)
+from tests.support.net import free_port
+from tests.support.servers import NatsServer
+from tests.support.workers import WorkerProcess, worker_env
 
 SHARED_WORKER_MODULES = '["tasks", "tests.steps"]'
 """What the shared worker loads: it must not consume the crash tests' queues."""
@@ -20,7 +40,7 @@ CRASH_TEST_MODULES = '["tasks", "tests.steps", "tests.crash_steps"]'
 CRASH_QUEUES = ["escavador_lento", "escavador_crash", "escavador_teimoso"]
 
 TEST_DATA_DIR = Path(tempfile.mkdtemp(prefix="orchestrator-tests-"))
-os.environ.update({
+TEST_ENVIRONMENT = {
     "ORCHESTRATOR_RESULT_BACKEND": os.environ.get("ORCHESTRATOR_TEST_RESULT_BACKEND",
                                                   "redis://127.0.0.1:6379/15"),
     "ORCHESTRATOR_STEP_MODULES": CRASH_TEST_MODULES,
@@ -33,25 +53,19 @@ os.environ.update({
     "ORCHESTRATOR_DATA_DIR": str(TEST_DATA_DIR / "data"),
     # NATS: redeliver a killed worker's messages after 10 s instead of 30 s.
     "ORCHESTRATOR_BROKER_TRANSPORT_OPTIONS": '{"ack_wait": 10}',
-})
+}
 
-from orchestrator.app_broker import point_app_at  # noqa: E402
-from orchestrator.celery_app import app  # noqa: E402
-from orchestrator.devmode.embedded_broker import EmbeddedBroker  # noqa: E402
-from orchestrator.devmode.feed_server import SampleFeedServer  # noqa: E402
-from orchestrator.failures import dead_letter_queues as dlq  # noqa: E402
-from orchestrator.topology import topology  # noqa: E402
-from tests.support.brokers import (  # noqa: E402
-    EMBEDDED,
-    BrokerUnderTest,
-    create_test_vhost,
-    delete_test_vhost,
-    reachable,
-    selected_brokers,
-)
-from tests.support.net import free_port  # noqa: E402
-from tests.support.servers import NatsServer  # noqa: E402
-from tests.support.workers import WorkerProcess, worker_env  # noqa: E402
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.update(TEST_ENVIRONMENT)
+
+
+def configured_app() -> Any:
+    """The orchestrator's Celery app, built from :data:`TEST_ENVIRONMENT`."""
+    from orchestrator.celery_app import app
+
+    return app
+
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -65,7 +79,7 @@ def _unreachable(what: str, error: str) -> None:
 
 def use_broker(url: str) -> None:
     """Point the test process's Celery app at ``url`` (closing pools made for another one)."""
-    point_app_at(app, url)
+    point_app_at(configured_app(), url)
 
 
 @pytest.fixture(scope="session")
@@ -134,7 +148,7 @@ def broker(request: pytest.FixtureRequest, result_backend: str) -> BrokerUnderTe
 
 def reset_queues() -> None:
     """Empty every work queue and DLQ so a test run starts from a known state."""
-    with app.connection_for_write() as connection:
+    with configured_app().connection_for_write() as connection:
         topology.declare(connection)
         for spec in topology:
             for name in (spec.name, spec.dlq):
