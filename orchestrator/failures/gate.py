@@ -25,6 +25,7 @@ from orchestrator.failures import dead_letter
 from orchestrator.failures.errors import MessageRefused
 from orchestrator.settings import get_settings
 from orchestrator.topology import topology
+from orchestrator.transports.framing import FOREIGN_FRAME_HEADER
 
 logger = logging.getLogger("orchestrator.gate")
 
@@ -58,6 +59,9 @@ def judge(body: Any, content_type: str | None, headers: dict[str, Any] | None,
     if size > max_bytes:
         return MessageRefused(dead_letter.REASON_OVERSIZED,
                               f"body is {size} bytes, the limit is {max_bytes}")
+    foreign = headers.get(FOREIGN_FRAME_HEADER) if isinstance(headers, dict) else None
+    if foreign:
+        return MessageRefused(dead_letter.REASON_MALFORMED, f"not a Kombu message: {foreign}")
     kind = (content_type or "").split(";")[0].strip().lower()
     if kind not in JSON_CONTENT_TYPES:
         return MessageRefused(dead_letter.REASON_CONTENT_TYPE,

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import queue as queue_module
 import re
@@ -45,7 +46,7 @@ from typing import Any, TypeVar
 
 import nats
 from kombu.transport import virtual
-from kombu.utils.json import dumps, loads
+from kombu.utils.json import dumps
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError, NoServersError
@@ -66,8 +67,11 @@ from orchestrator.transports.dead_lettering import (
     DeadLetterRoute,
     death_headers,
 )
+from orchestrator.transports.framing import FOREIGN_FRAME_HEADER, decode_frame
 
 T = TypeVar("T")
+
+logger = logging.getLogger("orchestrator.transports.nats")
 
 CONSUMER = "orchestrator"
 KV_BUCKET = "orchestrator_topology"
@@ -291,8 +295,9 @@ class NatsChannel(virtual.Channel):
         self.transport.notify_credit(self)
 
     def accept_message(self, queue: str, msg: Msg) -> dict[str, Any] | None:
-        """Turn a JetStream message into a Kombu payload, or dead-letter it past the limit."""
-        payload: dict[str, Any] = loads(msg.data)
+        """Turn a JetStream message into a Kombu payload (a foreign one into a message the
+        gate refuses, see :mod:`.framing`), or dead-letter it past the limit. Never raises."""
+        payload = decode_frame(msg.data)
         returns = max(msg.metadata.num_delivered - 1, 0) if msg.reply else 0
         if self._route(queue).past_limit(returns):
             self.transport.submit(self.transport.dead_letter(
@@ -302,7 +307,9 @@ class NatsChannel(virtual.Channel):
             return None
         properties = payload.setdefault("properties", {})
         tag = properties["delivery_tag"] = f"{queue}:{msg.reply or id(msg)}"
-        properties.setdefault("delivery_info", {}).update(redelivered=returns > 0)
+        info = properties.setdefault("delivery_info", {})
+        info.setdefault("routing_key", queue)
+        info.update(redelivered=returns > 0)
         if returns:
             payload.setdefault("headers", {})["x-delivery-count"] = returns
         with self._held_lock:
@@ -325,7 +332,7 @@ class NatsChannel(virtual.Channel):
             else:
                 reason = REASON_REJECTED if how == "dead_letter" else REASON_DELIVERY_LIMIT
                 self.transport.submit(self.transport.dead_letter(
-                    self.dead_letter_targets(queue), queue, msg, loads(msg.data), reason,
+                    self.dead_letter_targets(queue), queue, msg, decode_frame(msg.data), reason,
                     returns if reason == REASON_DELIVERY_LIMIT else returns - 1))
         self._adjust_outstanding(-1)
 
@@ -339,7 +346,7 @@ class NatsChannel(virtual.Channel):
         found = self.transport.run(self.transport.browse(queue, limit))
         payloads = []
         for msg in found:
-            payload: dict[str, Any] = loads(msg.data)
+            payload = decode_frame(msg.data)
             properties = payload.setdefault("properties", {})
             properties["delivery_tag"] = f"{queue}:browse:{msg.seq}"
             properties.setdefault("delivery_info", {})["x_queue"] = queue
@@ -862,6 +869,11 @@ class Transport(virtual.Transport):
             if payload is None:
                 return
         else:
-            payload = loads(msg.data)
+            payload = decode_frame(msg.data)
+            if FOREIGN_FRAME_HEADER in payload["headers"]:
+                # Live-only (events, remote control, replies): no DLQ to keep it in.
+                logger.warning("dropped a foreign message on %s: %s", queue,
+                               payload["headers"][FOREIGN_FRAME_HEADER])
+                return
             payload.setdefault("properties", {})["delivery_tag"] = f"{queue}:core:{id(msg)}"
         self._deliver(payload, queue)

@@ -56,6 +56,7 @@ from orchestrator.transports.dead_lettering import (
     DeadLetterRoute,
     death_headers,
 )
+from orchestrator.transports.framing import decode_frame, foreign_frame
 
 GROUP = "orchestrator"
 ALIVE_PREFIX = "_orchestrator.streams.alive."
@@ -125,6 +126,26 @@ def _entries(response: Any) -> list[tuple[str, str, dict[str, Any]]]:
             if raw is not None:  # None: deleted while pending
                 found.append((_text(stream), _text(entry_id), _fields(raw)))
     return found
+
+
+def _entry_payload(fields: dict[str, Any]) -> dict[str, Any]:
+    """Kombu's payload from the entry's ``payload`` field, or a foreign frame."""
+    if "payload" in fields:
+        raw = fields["payload"]
+        return decode_frame(raw if isinstance(raw, bytes | str) else str(raw))
+    names = ", ".join(sorted(fields)) or "none"
+    original = json.dumps({name: (value.decode("utf-8", errors="backslashreplace")
+                                  if isinstance(value, bytes) else str(value))
+                           for name, value in fields.items()})
+    return foreign_frame(original.encode(), f"a stream entry without the 'payload' field "
+                                            f"(fields: {names})")
+
+
+def _count(value: Any) -> int:
+    try:
+        return max(int(_text(value if value is not None else 0)), 0)
+    except (ValueError, UnicodeDecodeError):
+        return 0
 
 
 def _ack_commands(acks: list[tuple[str, str]]) -> list[tuple[Any, ...]]:
@@ -537,18 +558,22 @@ class Channel(kombu_redis.Channel):
         return True
 
     def _to_message(self, stream: str, entry_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-        payload: dict[str, Any] = loads(_text(fields["payload"]))
-        returns = int(_text(fields.get("returns", 0)))
+        """The Kombu payload of a stream entry; never raises, whatever the entry holds (a
+        foreign one becomes a message the gate refuses, see :mod:`.framing`)."""
+        payload = _entry_payload(fields)
+        returns = _count(fields.get("returns"))
         properties = payload.setdefault("properties", {})
         properties["delivery_tag"] = self._next_delivery_tag()
         info = properties.setdefault("delivery_info", {})
+        info.setdefault("routing_key", stream)
         info.update(x_stream=stream, x_stream_id=entry_id, x_returns=returns,
                     redelivered=returns > 0)
-        headers = payload.setdefault("headers", {})
+        headers = payload["headers"]
         if returns:
             headers["x-delivery-count"] = returns
         if "dead_letter" in fields:
-            headers.update(loads(_text(fields["dead_letter"])))
+            with contextlib.suppress(ValueError, TypeError, UnicodeDecodeError):
+                headers.update(loads(_text(fields["dead_letter"])))
         return payload
 
     def browse(self, queue: str, limit: int) -> list[dict[str, Any]]:
@@ -561,7 +586,7 @@ class Channel(kombu_redis.Channel):
         with self.conn_or_acquire() as client:
             raw = client.xrange(queue, count=max(limit, 1))
         return [self._to_message(queue, _text(entry_id), _fields(fields))
-                for entry_id, fields in raw if fields is not None and "payload" in _fields(fields)]
+                for entry_id, fields in raw if fields is not None]
 
     # -- acks, returns, dead letters --------------------------------------------------------
 
