@@ -6,7 +6,8 @@ task or an invalid one it rejects, which on a queue without dead-lettering also 
 :class:`GatedConsumer` (part of the worker's consumer, :mod:`orchestrator.worker_consumer`)
 checks each delivery first, in the worker's main process, and moves anything it refuses to
 ``<queue>.dlq`` with the reason, then acks it. The worker never dies of a bad message and the
-queue never blocks on one.
+queue never blocks on one. A plain JSON envelope (no task headers, any content type) on a step
+queue is not refused: it becomes that step's task message first (``adopt_plain_envelope``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from orchestrator.correlation import HEADER
 from orchestrator.envelope import Envelope
 from orchestrator.failures import dead_letter
 from orchestrator.failures.errors import MessageRefused
+from orchestrator.plain_envelopes import as_task_message, plain_envelope
 from orchestrator.settings import get_settings
 from orchestrator.topology import topology
 from orchestrator.transports.framing import FOREIGN_FRAME_HEADER
@@ -87,6 +89,19 @@ def judge(body: Any, content_type: str | None, headers: dict[str, Any] | None,
     return None
 
 
+def adopt_plain_envelope(message: Message, max_bytes: int) -> Message:
+    """A plain JSON envelope on a step queue, as the task message of that step; any other
+    delivery as it came (see :mod:`orchestrator.plain_envelopes`)."""
+    headers = message.headers
+    if isinstance(headers, dict) and "task" in headers:
+        return message  # a task message: the usual case, decided without a look at the body
+    queue = queue_of(message)
+    envelope = plain_envelope(message.body, headers, max_bytes) if queue else None
+    if queue is None or envelope is None:
+        return message
+    return as_task_message(message, queue, envelope)
+
+
 def correlation_id_of(message: Message) -> str | None:
     """Best effort: the header, else the envelope in the body."""
     headers = message.headers if isinstance(message.headers, dict) else {}
@@ -108,6 +123,7 @@ class GatedConsumer(Consumer):  # type: ignore[misc]
         tasks = self.app.tasks
 
         def on_task_received(message: Message) -> Any:
+            message = adopt_plain_envelope(message, max_bytes)
             try:
                 inspect_message(message, tasks, max_bytes)
             except MessageRefused as refused:
