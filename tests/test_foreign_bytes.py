@@ -8,20 +8,18 @@ worker must go on serving.
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import json
 import uuid
-from collections.abc import Callable
-from urllib.parse import urlsplit
 
-import nats
-import pika
 import pytest
-import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from orchestrator.failures import dead_letter_queues as dlq
 from orchestrator.pipeline import run_pipeline
 from tests.support.brokers import BrokerUnderTest
+from tests.support.plain_clients import PUBLISHERS, redis_client
 from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcess
 
@@ -33,49 +31,15 @@ JUNK = [b"hello, not json", b"[1, 2]", b"42", b"", b"\xff\xfe\x00 binary",
         b'{"body_encoding": "base64"}}', b'{"body": "e30=", "properties": []}']
 
 
-def publish_with_pika(url: str, bodies: list[bytes]) -> None:
-    """The design document's producer: the default exchange, no properties at all."""
-    parts = urlsplit(url)
-    parameters = pika.ConnectionParameters(
-        host=parts.hostname, port=parts.port or 5672, virtual_host=parts.path[1:] or "/",
-        credentials=pika.PlainCredentials(parts.username or "guest", parts.password or "guest"))
-    connection = pika.BlockingConnection(parameters)
-    channel = connection.channel()
-    for body in bodies:
-        channel.basic_publish(exchange="", routing_key=QUEUE, body=body)
-    connection.close()
-
-
-def publish_with_redis(url: str, bodies: list[bytes]) -> None:
-    client = redis.Redis.from_url(url.replace("redis-streams://", "redis://"))
-    for body in bodies:
-        client.xadd(QUEUE, {"payload": body})
-    client.xadd(QUEUE, {"data": b"an entry without the payload field"})
-    client.close()
-
-
-def publish_with_nats(url: str, bodies: list[bytes]) -> None:
-    async def publish() -> None:
-        client = await nats.connect(url)
-        jetstream = client.jetstream()
-        for body in bodies:
-            await jetstream.publish(f"orq.q.{QUEUE}", body, headers={"Odd-Header": "ü ?"})
-        await client.close()
-
-    asyncio.run(publish())
-
-
-PUBLISHERS: dict[str, Callable[[str, list[bytes]], None]] = {
-    "amqp": publish_with_pika, "redis-streams": publish_with_redis, "nats": publish_with_nats}
-
-
 def test_junk_on_a_step_queue_ends_in_its_dlq_and_the_worker_keeps_serving(
     worker: WorkerProcess, on_broker: BrokerUnderTest
 ) -> None:
     marker = uuid.uuid4().hex.encode()
     bodies = [body + b" " + marker if body.startswith(b"hello") else body for body in JUNK]
     before = {letter.fingerprint for letter in dlq.list_dead_letters(QUEUE)}
-    PUBLISHERS[on_broker.name](on_broker.url, bodies)
+    PUBLISHERS[on_broker.name](on_broker.url, QUEUE, bodies)
+    if on_broker.name == "redis-streams":
+        redis_client(on_broker.url).xadd(QUEUE, {"data": b"an entry without the payload field"})
     expected = len(bodies) + (1 if on_broker.name == "redis-streams" else 0)
 
     def new_letters() -> list[dlq.DeadLetter]:
@@ -91,8 +55,43 @@ def test_junk_on_a_step_queue_ends_in_its_dlq_and_the_worker_keeps_serving(
                                             "not_a_task"), letter.details
         assert letter.details["exception_message"], "the reason says what was wrong"
         shown = letter.full()  # what `orchestrator dlq show` prints
-        json.dumps(shown, default=str)
+        json.dumps(shown)
+        if isinstance(shown["body"], dict) and set(shown["body"]) == {"base64"}:
+            assert base64.b64decode(shown["body"]["base64"]) == letter.body
+    binary = next(letter for letter in letters if letter.body.startswith(b"\xff\xfe"))
+    assert binary.full()["body"] == {"base64": base64.b64encode(binary.body).decode()}
     handle = run_pipeline("eco", {"after": "junk"}, execute=["eco"])
     [final] = handle.wait(timeout=60)
     assert str(final.correlation_id) == handle.correlation_id
     assert worker.alive
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=6),
+                           lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(st.sampled_from(["body", "properties", "headers",
+                                                              "content-type", "x"]),
+                                             inner, max_size=3),
+                           max_leaves=8)
+frames = (st.binary(max_size=48) | st.text(max_size=48).map(str.encode)
+          | json_values.map(lambda value: json.dumps(value).encode()))
+
+
+@settings(max_examples=2, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(frames, min_size=8, max_size=8))
+def test_a_generated_batch_all_ends_in_the_dlq(
+    worker: WorkerProcess, on_broker: BrokerUnderTest, batch: list[bytes]
+) -> None:
+    before = {letter.fingerprint for letter in dlq.list_dead_letters(QUEUE)}
+    PUBLISHERS[on_broker.name](on_broker.url, QUEUE, batch)
+
+    def new_letters() -> list[dlq.DeadLetter]:
+        return [letter for letter in dlq.list_dead_letters(QUEUE)
+                if letter.fingerprint not in before]
+
+    letters = wait_until(lambda: len(found := new_letters()) >= len(batch) and found,
+                         timeout=60, message=f"{len(batch)} generated messages in the DLQ")
+    assert worker.alive
+    for letter in letters:
+        assert letter.details["reason"], letter.details
+        json.dumps(letter.full())

@@ -6,16 +6,11 @@ design document (default exchange, no properties), redis-py ``XADD``, nats-py Je
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import nats
-import pika
 import pytest
 import redis
 from kombu.message import Message
@@ -25,6 +20,7 @@ from orchestrator.plain_envelopes import as_task_message, plain_envelope
 from orchestrator.settings import get_settings
 from tests.conftest import dead_letters_for
 from tests.support.brokers import BrokerUnderTest
+from tests.support.plain_clients import PUBLISHERS
 from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcess
 
@@ -34,35 +30,6 @@ pytestmark = pytest.mark.broker
 def envelope(tipo_evento: str, payload: dict[str, object]) -> dict[str, object]:
     return {"correlation_id": str(uuid.uuid4()), "tipo_evento": tipo_evento,
             "payload": payload, "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
-
-
-def publish_with_pika(url: str, queue: str, body: bytes) -> None:
-    parts = urlsplit(url)
-    connection = pika.BlockingConnection(pika.ConnectionParameters(
-        host=parts.hostname, port=parts.port or 5672, virtual_host=parts.path[1:] or "/",
-        credentials=pika.PlainCredentials(parts.username or "guest", parts.password or "guest")))
-    channel = connection.channel()
-    channel.basic_publish(exchange="", routing_key=queue, body=body)  # as in the design
-    connection.close()
-
-
-def publish_with_redis(url: str, queue: str, body: bytes) -> None:
-    client = redis.Redis.from_url(url.replace("redis-streams://", "redis://"))
-    client.xadd(queue, {"payload": body})
-    client.close()
-
-
-def publish_with_nats(url: str, queue: str, body: bytes) -> None:
-    async def publish() -> None:
-        client = await nats.connect(url)
-        await client.jetstream().publish(f"orq.q.{queue}", body)
-        await client.close()
-
-    asyncio.run(publish())
-
-
-PUBLISHERS: dict[str, Callable[[str, str, bytes], None]] = {
-    "amqp": publish_with_pika, "redis-streams": publish_with_redis, "nats": publish_with_nats}
 
 
 def stored_result(correlation_id: str, step: str) -> dict[str, object] | None:
@@ -79,7 +46,7 @@ def test_the_design_documents_producer_runs_the_escavador(
     worker: WorkerProcess, on_broker: BrokerUnderTest
 ) -> None:
     sent = envelope("iniciar_coleta", {"channel_id": "UCabcdefghijklmnopqrstuv"})  # bundled feed
-    PUBLISHERS[on_broker.name](on_broker.url, "escavador_youtube", json.dumps(sent).encode())
+    PUBLISHERS[on_broker.name](on_broker.url, "escavador_youtube", [json.dumps(sent).encode()])
     result = wait_until(lambda: stored_result(str(sent["correlation_id"]), "escavador_youtube"),
                         timeout=60, message="the escavador's result")
     assert result["correlation_id"] == sent["correlation_id"]
@@ -92,7 +59,7 @@ def test_a_plain_iniciar_execucao_runs_the_executador_once(
 ) -> None:
     sent = envelope("iniciar_execucao", {"pedido": "plain"})
     body = json.dumps(sent).encode()
-    PUBLISHERS[on_broker.name](on_broker.url, "executador_arquivo", body)
+    PUBLISHERS[on_broker.name](on_broker.url, "executador_arquivo", [body])
     lines = Path(get_settings().data_dir) / "arquivo" / "resultados.jsonl"
 
     def mine() -> list[str]:
@@ -102,7 +69,7 @@ def test_a_plain_iniciar_execucao_runs_the_executador_once(
                 if json.loads(line)["correlation_id"] == sent["correlation_id"]]
 
     assert len(wait_until(mine, timeout=60, message="the executador's line")) == 1
-    PUBLISHERS[on_broker.name](on_broker.url, "executador_arquivo", body)  # sent twice
+    PUBLISHERS[on_broker.name](on_broker.url, "executador_arquivo", [body])  # sent twice
     wait_until(lambda: stored_result(str(sent["correlation_id"]), "executador_arquivo"),
                timeout=60, message="the stored result")
     assert len(mine()) == 1, "the same envelope twice still runs the executador once"
@@ -112,7 +79,7 @@ def test_a_plain_envelope_of_the_wrong_type_is_dead_lettered(
     worker: WorkerProcess, on_broker: BrokerUnderTest
 ) -> None:
     sent = envelope("resultado_execucao", {})
-    PUBLISHERS[on_broker.name](on_broker.url, "escavador_eco", json.dumps(sent).encode())
+    PUBLISHERS[on_broker.name](on_broker.url, "escavador_eco", [json.dumps(sent).encode()])
     [letter] = wait_until(lambda: dead_letters_for(str(sent["correlation_id"])), timeout=60,
                           message="the dead letter")
     assert letter.details["reason"] == "invalid_envelope"

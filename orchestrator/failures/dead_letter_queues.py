@@ -17,6 +17,7 @@ twice.)
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -97,14 +98,23 @@ class DeadLetter:
         }
 
     def full(self) -> dict[str, Any]:
-        """Everything ``dlq show`` prints, body included (decoded when it is text)."""
-        try:
-            body: Any = json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
-            body = self.body.decode("utf-8", errors="replace")
+        """Everything ``dlq show`` prints, body included: as JSON when it is JSON, as text
+        when it is UTF-8, else as ``{"base64": ...}`` (the original bytes, exactly)."""
         return {**self.summary(), "dlq": self.dlq, "details": self.details,
                 "headers": _json_safe(self.headers), "content_type": self.content_type,
-                "body": body}
+                "body": shown_body(self.body)}
+
+
+def shown_body(body: bytes) -> Any:
+    """A dead letter's body for people and JSON tools, without losing a byte."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(body).decode("ascii")}
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text
 
 
 def _last_error(details: dict[str, Any]) -> str:
