@@ -216,7 +216,6 @@ class StepTask(Task):  # type: ignore[misc]
                      reason, type(exc).__name__, exc)
         raise mark_dead_lettered(exc)
 
-
     def _publish_dead_letter(self, headers: dict[str, Any]) -> None:
         """This message to its DLQ with ``headers`` (:mod:`orchestrator.failures.dead_letter`)."""
         dead_letter.publish_task_dead_letter(self, headers, self._telemetry_reprs())

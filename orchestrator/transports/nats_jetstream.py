@@ -783,8 +783,7 @@ class Transport(virtual.Transport):
                 break
             if msg.seq is None:
                 break
-            if msg.data:
-                found.append(msg)
+            found.append(msg)
             sequence = msg.seq + 1
         return found
 
