@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from orchestrator.cli.asyncapi import asyncapi_command
 from orchestrator.cli.common import fail_cleanly
 from orchestrator.cli.dev import dev_command
 from orchestrator.cli.dlq import dlq_group
@@ -24,6 +25,7 @@ cli.add_command(topology_command)
 cli.add_command(dlq_group)
 cli.add_command(dev_command)
 cli.add_command(metrics_command)
+cli.add_command(asyncapi_command)
 
 
 def main() -> None:
