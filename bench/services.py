@@ -15,8 +15,9 @@ import importlib
 from urllib.parse import urlsplit
 
 import redis
-from kombu.connection import Connection
 from kombu.transport import resolve_transport
+
+from orchestrator.app_broker import broker_error
 
 # -- brokers -----------------------------------------------------------------------------------
 
@@ -38,12 +39,8 @@ def unavailable_reason(url: str) -> str | None:
         resolve_transport(scheme)
     except (KeyError, ImportError, AttributeError) as exc:
         return f"not available yet: no Kombu transport for {scheme}:// ({exc})"
-    try:
-        with Connection(url, connect_timeout=3) as connection:
-            connection.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.5)
-    except Exception as exc:
-        return f"unreachable: {type(exc).__name__}: {exc}"
-    return None
+    error = broker_error(url)
+    return f"unreachable: {error}" if error else None
 
 
 # -- the results database ----------------------------------------------------------------------

@@ -1,13 +1,16 @@
-"""Pointing a Celery app at another broker while the process runs.
+"""Pointing a Celery app at another broker while the process runs, and asking if one answers.
 
 Celery caches the app's connection pool and producer pool: changing ``broker_url`` alone
 would go on publishing to the old broker. The test suite and the bench run one app against
-several brokers in one process, and both re-point it with :func:`point_app_at`.
+several brokers in one process, and both re-point it with :func:`point_app_at` after asking
+:func:`broker_error` whether the broker is there.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from kombu.connection import Connection
 
 
 def point_app_at(app: Any, url: str) -> None:
@@ -18,3 +21,13 @@ def point_app_at(app: Any, url: str) -> None:
     app.conf.broker_url = url
     app._pool = None
     app.amqp._producer_pool = None
+
+
+def broker_error(url: str, timeout: float = 3.0) -> str | None:
+    """None when the broker at ``url`` answers (two quick tries), else what went wrong."""
+    try:
+        with Connection(url, connect_timeout=timeout) as connection:
+            connection.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.5)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None

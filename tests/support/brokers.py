@@ -8,9 +8,8 @@ import subprocess
 import uuid
 from dataclasses import dataclass
 
-from kombu import Connection
-
 import orchestrator.transports  # noqa: F401  (registers redis-streams:// and nats://)
+from orchestrator.app_broker import broker_error
 
 
 @dataclass(frozen=True)
@@ -55,12 +54,7 @@ def selected_brokers() -> list[BrokerUnderTest]:
 
 def reachable(url: str) -> str | None:
     """None when the broker answers, else the error text."""
-    try:
-        with Connection(url, connect_timeout=3) as connection:
-            connection.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.5)
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
+    return broker_error(url)
 
 
 def create_test_vhost() -> str | None:
