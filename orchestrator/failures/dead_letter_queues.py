@@ -147,7 +147,7 @@ def _to_dead_letter(message: Message, dlq: str) -> DeadLetter:
     details["queue"] = details.get("queue") or queue
     body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
     return DeadLetter(
-        id=_message_id(message), dlq=dlq, queue=original_queue(dlq), details=details,
+        id=_message_id(message), dlq=dlq, queue=queue, details=details,
         headers=headers, body=body, content_type=message.content_type,
         content_encoding=message.content_encoding,
     )

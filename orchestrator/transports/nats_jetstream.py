@@ -71,6 +71,9 @@ from orchestrator.transports.framing import FOREIGN_FRAME_HEADER, decode_frame
 
 T = TypeVar("T")
 
+NO_ROUTE = DeadLetterRoute()
+"""The route of a queue this channel did not declare: no DLQ, no delivery limit."""
+
 logger = logging.getLogger("orchestrator.transports.nats")
 
 CONSUMER = "orchestrator"
@@ -193,7 +196,7 @@ class NatsChannel(virtual.Channel):
         self.transport: Transport = self.connection
         self._held: dict[str, Msg] = {}
         self._held_lock = threading.Lock()
-        self._queue_args: dict[str, dict[str, Any]] = {}
+        self._routes: dict[str, DeadLetterRoute] = {}  # queue -> its declared route
         self._fanout_bindings: dict[str, str] = {}  # queue -> fanout exchange
         self._consumer_tasks: dict[str, list[Any]] = {}
         self._outstanding = 0
@@ -203,7 +206,7 @@ class NatsChannel(virtual.Channel):
 
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
         transient = _is_transient(kwargs)
-        self._queue_args[queue] = dict(kwargs.get("arguments") or {})
+        self._routes[queue] = DeadLetterRoute.from_arguments(kwargs.get("arguments"))
         self.transport.run(self.transport.declare_queue(queue, transient,
                                                         self.duplicate_window))
 
@@ -358,7 +361,7 @@ class NatsChannel(virtual.Channel):
             return list(self._held.values())
 
     def _route(self, queue: str) -> DeadLetterRoute:
-        return DeadLetterRoute.from_arguments(self._queue_args.get(queue))
+        return self._routes.get(queue, NO_ROUTE)
 
     def dead_letter_targets(self, queue: str) -> list[str]:
         route = self._route(queue)
