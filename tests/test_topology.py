@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,6 +23,7 @@ from orchestrator.topology import (
     routes_through_exchange,
     topology,
 )
+from tests.support.waiting import wait_until
 
 
 def test_queue_name() -> None:
@@ -153,3 +156,37 @@ def test_the_process_topology_has_the_shipped_steps() -> None:
 def test_a_dead_letter_queue_has_no_delivery_counting_to_reach() -> None:
     arguments = QueueSpec("escavador_x", "escavador", 3).dead_letter_queue().queue_arguments
     assert arguments == {"x-queue-type": "classic"}
+
+
+@pytest.mark.broker
+def test_a_quorum_dlq_of_an_earlier_version_is_used_as_it_is(
+    on_broker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Upgrading must not stop a worker: the old DLQ keeps its dead letters and its type."""
+    from kombu import Connection, Exchange, Producer, Queue
+
+    spec = QueueSpec(f"escavador_mig{uuid.uuid4().hex[:8]}", "escavador", 3)
+    old_dlq = Queue(spec.dlq, Exchange(spec.dlx, type="direct", durable=True),
+                    routing_key=spec.dlq, durable=True,
+                    queue_arguments={"x-queue-type": "quorum"})
+    local = Topology()
+    local.add(spec)
+    with Connection(on_broker.url) as connection:
+        with connection.channel() as channel:
+            old_dlq.bind(channel).declare()
+        try:
+            with caplog.at_level(logging.WARNING, logger="orchestrator.topology"):
+                declared = local.declare(connection)
+            assert spec.dlq in declared and spec.name in declared
+            if on_broker.name == "amqp":
+                assert any("exists with other arguments" in r.message for r in caplog.records)
+            with connection.channel() as channel:
+                Producer(channel).publish(b"x", exchange=spec.dlx, routing_key=spec.dlq)
+                queue = Queue(spec.dlq, channel=channel, no_declare=True)
+                message = wait_until(lambda: queue.get(no_ack=True), timeout=10,
+                                     message="the dead letter in the old DLQ")
+                assert message.body == b"x"
+        finally:
+            with connection.channel() as channel:
+                for name in (spec.name, spec.dlq):
+                    Queue(name, channel=channel).delete()
