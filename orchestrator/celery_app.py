@@ -16,6 +16,7 @@ from celery import Celery, bootsteps
 
 import orchestrator.correlation
 import orchestrator.transports  # noqa: F401  (registers redis-streams:// and nats://)
+from orchestrator.events.publisher import declare_destinations
 from orchestrator.settings import get_settings
 from orchestrator.steps import load_step_modules, route_step
 from orchestrator.topology import topology
@@ -42,12 +43,14 @@ app.config_from_object(settings_of(importlib.import_module("celeryconfig")))
 
 
 class DeclareTopology(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Declare exchanges, work queues and DLQs each time the consumer (re)connects."""
+    """Declare exchanges, work queues, DLQs and the event destinations each time the
+    consumer (re)connects."""
 
     requires = ("celery.worker.consumer.connection:Connection",)
 
     def start(self, consumer: Any) -> None:
         topology.declare(consumer.connection)
+        declare_destinations(consumer.connection)
 
 
 load_step_modules(get_settings().step_modules)

@@ -76,6 +76,20 @@ class Settings(BaseSettings):
     )
     http_timeout: float = Field(15.0, description="Timeout of outgoing HTTP requests, seconds.")
     result_expires: int = Field(86400, description="Seconds results stay in the backend.")
+    events: bool = Field(
+        True, description="Publish every step result and dead letter as a plain event "
+        "(README, 'Wire protocol')."
+    )
+    events_confirm: bool = Field(
+        False, description="Wait for the broker to confirm each event (slower; default: "
+        "sent before the step's ack, not confirmed)."
+    )
+    events_max_len: int = Field(
+        10_000, description="Events kept per Redis event stream and per NATS event subject."
+    )
+    events_max_age: float = Field(
+        86400.0, description="Seconds the NATS events stream keeps an event."
+    )
 
 
 @lru_cache(maxsize=1)

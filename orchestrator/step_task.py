@@ -27,6 +27,7 @@ from celery.utils.log import get_task_logger
 from orchestrator import headers as message_headers
 from orchestrator.correlation import HEADER, bind_correlation_id, correlation_id_from_request
 from orchestrator.envelope import Envelope, EnvelopeError
+from orchestrator.events import publisher as events
 from orchestrator.failures import dead_letter
 from orchestrator.failures.decision import DeadLetterNow, decide_failure
 from orchestrator.failures.errors import StepInProgress
@@ -162,6 +163,12 @@ class StepTask(Task):  # type: ignore[misc]
                        and settings.idempotency_url in (None, settings.result_backend))
         pending_records.keep(str(self.request.id), write, store, rides_along=rides_along)
 
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        """Publish the result envelope as a plain event (:mod:`orchestrator.events`): after
+        Celery stored the result, before the message is acknowledged."""
+        if isinstance(retval, dict):
+            events.announce_result(self.app, self.step_spec.queue, task_id, retval)
+
     def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any,
                      einfo: Any) -> None:
         """Write the idempotency record if the result store did not."""
@@ -214,6 +221,7 @@ class StepTask(Task):  # type: ignore[misc]
                          requeue=False) from exc
         logger.error("dead-lettered to %s (%s): %s: %s", dlq_name(self.step_spec.queue),
                      reason, type(exc).__name__, exc)
+        events.announce_dead_letter(self.app, details)
         raise mark_dead_lettered(exc)
 
     def _publish_dead_letter(self, headers: dict[str, Any]) -> None:

@@ -17,11 +17,13 @@ from orchestrator.topology import topology
 def topology_command(declare: bool, as_json: bool) -> None:
     """Print each step's queue, its dead-letter exchange and DLQ; --declare creates them."""
     from orchestrator.celery_app import app
+    from orchestrator.events.publisher import declare_destinations
 
     if declare:
         with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1)
             topology.declare(connection)
+            declare_destinations(connection)
     rows: list[dict[str, Any]] = [
         {"queue": s.name, "kind": s.kind, "dead_letter_exchange": s.dlx,
          "dead_letter_queue": s.dlq, "delivery_limit": s.delivery_limit,

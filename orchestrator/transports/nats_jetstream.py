@@ -691,6 +691,33 @@ class Transport(virtual.Transport):
         assert self.nc is not None
         await self.nc.publish(subject, dumps(message).encode())
 
+    async def publish_retained(self, subject: str, data: bytes, headers: dict[str, str],
+                               wait: bool) -> None:
+        """A message to a subject a limits-retention stream captures (see
+        :meth:`declare_retained_stream`): with ``wait``, JetStream's publish ack; without,
+        a core publish the stream stores just the same, sent on the next loop turn."""
+        assert self.nc is not None
+        if wait:
+            await self.js.publish(subject, data, headers=headers, timeout=10)
+        else:
+            await self.nc.publish(subject, data, headers=headers)
+
+    async def declare_retained_stream(self, name: str, subjects: list[str], *,
+                                      max_msgs_per_subject: int, max_age: float) -> None:
+        """A stream that keeps the newest messages of each subject (bounded by count and
+        age), for readers that are not competing consumers: an event log. Created, or
+        brought to this configuration."""
+        config = api.StreamConfig(
+            name=name, subjects=subjects, retention=api.RetentionPolicy.LIMITS,
+            storage=api.StorageType.FILE, discard=api.DiscardPolicy.OLD,
+            max_msgs_per_subject=max_msgs_per_subject, max_age=max_age)
+        try:
+            await self.js.add_stream(config)
+        except BadRequestError as exc:
+            if "already in use" not in str(exc):
+                raise
+            await self.js.update_stream(config)
+
     async def dead_letter(self, targets: list[str], queue: str, msg: Msg,
                           payload: dict[str, Any], reason: str, returns: int) -> None:
         """Publish to the DLQ(s) with an ``x-death`` header, then ack the original.

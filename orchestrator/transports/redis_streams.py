@@ -193,7 +193,12 @@ class BackgroundWriter:
 
     def append_transient(self, stream: str, payload: str, maxlen: int,
                          expires_ms: int | None) -> None:
-        self._queue.put(("transient", stream, (payload, maxlen, expires_ms)))
+        self.append_entry(stream, ("payload", payload, "returns", 0), maxlen, expires_ms)
+
+    def append_entry(self, stream: str, fields: tuple[Any, ...], maxlen: int,
+                     expires_ms: int | None = None) -> None:
+        """``XADD stream MAXLEN ~ maxlen * field value ...``: a capped, live-only entry."""
+        self._queue.put(("entry", stream, (fields, maxlen, expires_ms)))
 
     def _next_batch(self, block: bool) -> tuple[list[Any], bool]:
         """Up to :data:`BATCH` queued commands (waiting for one if ``block``); and whether
@@ -213,10 +218,9 @@ class BackgroundWriter:
         for kind, key, value in commands:
             if kind == "publish":
                 wire.append(("PUBLISH", key, value))
-            elif kind == "transient":
-                payload, maxlen, expires_ms = value
-                wire.append(("XADD", key, "MAXLEN", "~", maxlen, "*",
-                             "payload", payload, "returns", 0))
+            elif kind == "entry":
+                fields, maxlen, expires_ms = value
+                wire.append(("XADD", key, "MAXLEN", "~", maxlen, "*", *fields))
                 if expires_ms:
                     wire.append(("PEXPIRE", key, expires_ms))
             else:
@@ -427,6 +431,18 @@ class Channel(kombu_redis.Channel):
         payload = dumps(message)
         for topic in self._get_publish_topics(exchange, routing_key):
             self._writer.publish(topic, payload)
+
+    def append_capped(self, stream: str, fields: dict[str, str], maxlen: int,
+                      wait: bool) -> None:
+        """Add an entry to a capped stream that is not a queue (no group, no acks), e.g. an
+        event log other clients ``XREAD``. ``wait``: for the reply; else the background
+        writer sends it, and a batch that fails is dropped."""
+        if wait:
+            with self.conn_or_acquire() as client:
+                client.xadd(stream, fields, maxlen=maxlen, approximate=True)
+            return
+        flat = tuple(item for pair in fields.items() for item in pair)
+        self._writer.append_entry(stream, flat, maxlen)
 
     def _size(self, queue: str) -> int:
         with self.conn_or_acquire() as client:

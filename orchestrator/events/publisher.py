@@ -1,0 +1,249 @@
+"""Publishing events from a worker process: a connection of its own, and never a failed step.
+
+The guarantee, on every broker: an event is written to the broker connection after the step's
+result was stored and before the step's message is acknowledged. A worker that dies between
+the two leaves the message unacknowledged; its redelivery returns the stored result and
+publishes the same event again, with the same CloudEvents ``id``, so an event is published
+*at least once* for each result while the broker stays reachable. By default the broker is
+not asked to confirm it (``ORCHESTRATOR_EVENTS_CONFIRM`` turns confirms on): an event in
+flight when the broker connection breaks is lost, and a publication that fails is logged,
+tried once more on a fresh connection, then dropped. The step itself never fails because of
+its event: the step queues keep their own guarantees, and the result stays in the result
+backend under its task id.
+
+Each process (each pool child) opens its own connection on first use: a connection is not
+shared across ``fork``, and the step's own producer waits for a confirm on every publish,
+which an event does not need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from celery import Celery
+from kombu.connection import Connection
+from kombu.entity import Exchange
+from kombu.messaging import Producer
+
+from orchestrator.events import cloudevents, destinations
+from orchestrator.events.cloudevents import Event
+from orchestrator.settings import Settings, get_settings
+
+logger = logging.getLogger("orchestrator.events")
+
+events_exchange = Exchange(destinations.EXCHANGE, type="topic", durable=True)
+
+AMQP_PREFIX = "cloudEvents_"
+"""CloudEvents' AMQP binding: attributes are application properties with this prefix."""
+HEADER_PREFIX = "ce-"
+"""CloudEvents' NATS binding (and HTTP's): attributes are headers with this prefix."""
+
+
+class Sink(Protocol):
+    """One broker's way of declaring the event destinations and sending an event."""
+
+    def declare(self) -> None: ...
+
+    def send(self, event: Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class AmqpSink:
+    """RabbitMQ: the topic exchange, routing key ``<topic>.<queue>``, a persistent message."""
+
+    def __init__(self, connection: Connection, settings: Settings) -> None:
+        self._channel = connection.channel()
+        self._producer = Producer(self._channel, exchange=events_exchange, auto_declare=False)
+
+    def declare(self) -> None:
+        events_exchange.bind(self._channel).declare()
+
+    def send(self, event: Event) -> None:
+        properties: dict[str, Any] = {"message_id": event.id, "type": event.attributes["type"]}
+        if event.correlation_id:
+            properties["correlation_id"] = event.correlation_id
+        self._producer.publish(
+            event.body, routing_key=destinations.routing_key(event.topic, event.queue),
+            headers=event.headers(AMQP_PREFIX), content_type=cloudevents.CONTENT_TYPE,
+            content_encoding="utf-8", delivery_mode=2, retry=False, **properties)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._channel.close()
+
+
+class RedisSink:
+    """Redis: ``XADD orchestrator.events.<topic> MAXLEN ~ N`` with the envelope in ``payload``."""
+
+    def __init__(self, connection: Connection, settings: Settings) -> None:
+        self._channel: Any = connection.default_channel
+        self._max_len = settings.events_max_len
+        self._wait = settings.events_confirm
+
+    def declare(self) -> None:
+        """Nothing to declare: ``XADD`` makes a stream."""
+
+    def send(self, event: Event) -> None:
+        fields = {"payload": event.body.decode("utf-8"), **event.headers(HEADER_PREFIX),
+                  "content-type": cloudevents.CONTENT_TYPE}
+        stream = destinations.stream_key(event.topic)
+        append = getattr(self._channel, "append_capped", None)
+        if append is not None:  # this project's redis-streams:// transport
+            append(stream, fields, self._max_len, wait=self._wait)
+            return
+        with self._channel.conn_or_acquire() as client:  # Kombu's stock redis://
+            client.xadd(stream, fields, maxlen=self._max_len, approximate=True)
+
+    def close(self) -> None:
+        """The channel is the connection's: closed with it."""
+
+
+class NatsSink:
+    """NATS: subject ``orq.events.<topic>.<queue>``, kept by the ``ORQ_EVENTS`` stream."""
+
+    def __init__(self, connection: Connection, settings: Settings) -> None:
+        connection.default_channel  # noqa: B018  (connects: the transport's loop is needed)
+        self._transport = connection.transport
+        self._settings = settings
+
+    def declare(self) -> None:
+        self._transport.run(self._transport.declare_retained_stream(
+            destinations.NATS_STREAM, destinations.NATS_SUBJECTS,
+            max_msgs_per_subject=self._settings.events_max_len,
+            max_age=self._settings.events_max_age))
+
+    def send(self, event: Event) -> None:
+        headers = {**event.headers(HEADER_PREFIX), "content-type": cloudevents.CONTENT_TYPE}
+        publication = self._transport.publish_retained(
+            destinations.subject(event.topic, event.queue), event.body, headers,
+            wait=self._settings.events_confirm)
+        if self._settings.events_confirm:
+            self._transport.run(publication)
+        else:
+            self._transport.submit(publication)
+
+    def close(self) -> None:
+        """Nothing of its own: the transport's loop is the connection's."""
+
+
+SINKS: Mapping[str, type[AmqpSink] | type[RedisSink] | type[NatsSink]] = {
+    "amqp": AmqpSink, "amqps": AmqpSink, "pyamqp": AmqpSink,
+    "redis-streams": RedisSink, "rediss-streams": RedisSink, "redis": RedisSink,
+    "rediss": RedisSink, "nats": NatsSink, "tls": NatsSink,
+}
+"""The sink of each broker URL scheme; a broker without one has no event destinations."""
+
+
+def sink_class(broker_url: Any) -> type[AmqpSink] | type[RedisSink] | type[NatsSink] | None:
+    first = broker_url[0] if isinstance(broker_url, list | tuple) else broker_url
+    scheme = str(first or "").split(";", 1)[0].split("://", 1)[0]
+    return SINKS.get(scheme)
+
+
+def declare_destinations(connection: Connection, settings: Settings | None = None) -> None:
+    """Declare the event destinations on ``connection``'s broker (worker start, topology)."""
+    settings = settings or get_settings()
+    kind = sink_class(connection.as_uri())
+    if not settings.events or kind is None:
+        return
+    sink = kind(connection, settings)
+    try:
+        sink.declare()
+    finally:
+        sink.close()
+
+
+class EventPublisher:
+    """This process's event connection and sink, made on first use and after a failure."""
+
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        self._app = app
+        self._settings = settings
+        self._kind = sink_class(app.conf.broker_url)
+        self._connection: Connection | None = None
+        self._sink: Sink | None = None
+        self._lock = threading.Lock()  # a threads or gevent pool shares this publisher
+
+    @property
+    def enabled(self) -> bool:
+        return self._settings.events and self._kind is not None
+
+    def publish(self, event: Event) -> bool:
+        """Send ``event``; False (and a warning) if it could not be, twice."""
+        if not self.enabled:
+            return False
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    self._current_sink().send(event)
+                    return True
+                except Exception as exc:  # a broken connection, a refused publish
+                    self._drop()
+                    if attempt == 2:
+                        logger.warning("event %s (%s from %s) was not published: %s: %s",
+                                       event.id, event.topic, event.queue,
+                                       type(exc).__name__, exc)
+        return False
+
+    def _current_sink(self) -> Sink:
+        if self._sink is None:
+            assert self._kind is not None
+            options = {**self._app.conf.broker_transport_options,
+                       "confirm_publish": self._settings.events_confirm}
+            self._connection = self._app.connection_for_write(transport_options=options)
+            self._connection.ensure_connection(max_retries=1)
+            sink = self._kind(self._connection, self._settings)
+            sink.declare()
+            self._sink = sink
+        return self._sink
+
+    def _drop(self) -> None:
+        connection, self._connection, self._sink = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.release()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+
+_publishers: dict[int, EventPublisher] = {}
+_publishers_lock = threading.Lock()
+
+
+def publisher(app: Celery) -> EventPublisher:
+    """This process's publisher (a child forked from a parent that had one makes its own:
+    the parent's sockets and threads are not the child's to use)."""
+    pid = os.getpid()
+    found = _publishers.get(pid)
+    if found is None or found._app is not app:
+        with _publishers_lock:
+            found = _publishers.get(pid)
+            if found is None or found._app is not app:
+                found = _publishers[pid] = EventPublisher(app, get_settings())
+                for other in [key for key in _publishers if key != pid]:
+                    del _publishers[other]  # forgotten, not closed: they belong to a parent
+    return found
+
+
+def announce_result(app: Celery, queue: str, task_id: str, envelope: Mapping[str, Any]) -> bool:
+    """Publish the envelope a step returned as a result event."""
+    events = publisher(app)
+    if not events.enabled:
+        return False
+    return events.publish(cloudevents.result_event(queue, task_id, envelope))
+
+
+def announce_dead_letter(app: Celery, details: Mapping[str, Any]) -> bool:
+    """Publish the announcement that a message went to its DLQ, from its failure details."""
+    events = publisher(app)
+    if not events.enabled or not details.get("queue"):
+        return False
+    return events.publish(cloudevents.dead_letter_event(details))
