@@ -62,13 +62,16 @@ def _split(value: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
 @click.option("--plain-quorum", is_flag=True,
               help="RabbitMQ: put plain Celery's queue on a quorum queue too, as the "
                    "orchestrator's are, to take the queue type out of the comparison.")
+@click.option("--events-cost", is_flag=True,
+              help="Also measure the orchestrator with its plain events off (a third side) "
+                   "and report what publishing them costs.")
 @click.option("--plot", is_flag=True, help="Also draw the ratios as a PNG (matplotlib).")
 @click.option("--out", "out_dir", default=str(DEFAULT_OUT), show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Where the JSON (and PNG) go.")
 def main(brokers: str, tasks: int, chain_samples: int, chord_samples: int, backlog: int,
          scenarios: str, rounds: int, warmup: int, sample_timeout: float, redis_url: str,
-         plain_task_events: bool, plain_quorum: bool, plot: bool,
+         plain_task_events: bool, plain_quorum: bool, events_cost: bool, plot: bool,
          out_dir: Path) -> None:
     """Measure the orchestrator against plain Celery, as ratios from one run."""
     broker_names = _split(brokers, tuple(BROKERS), "broker")
@@ -92,7 +95,7 @@ def main(brokers: str, tasks: int, chain_samples: int, chord_samples: int, backl
     log_dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     plan = Plan(broker_names, scenario_names, tasks, chain_samples, chord_samples, backlog,
                 rounds, warmup, sample_timeout, redis_url, plain_task_events, log_dir,
-                plain_quorum=plain_quorum)
+                plain_quorum=plain_quorum, events_cost=events_cost)
     load_start = results.load_average()
     console.log(f"machine load {load_start}; worker logs in {log_dir}")
 

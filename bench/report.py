@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bench.runner import BrokerRecord, ScenarioRecord
+from bench.runner import EVENT_PROBE, BrokerRecord, ScenarioRecord
 from bench.scenarios import median, ratio
 
 # -- metrics and targets -----------------------------------------------------------------------
@@ -136,12 +136,14 @@ def _values(record: ScenarioRecord, side: str, key: str) -> list[float]:
     return values
 
 
-def _round_ratios(record: ScenarioRecord, key: str) -> list[float]:
+def _round_ratios(record: ScenarioRecord, key: str, numerator: str = ORCHESTRATOR,
+                  denominator: str = PLAIN) -> list[float]:
+    """Per round, ``numerator``'s metric over ``denominator``'s (measured back to back)."""
     ratios = []
     for outcome in record.rounds:
-        plain, orchestrator = outcome.get(PLAIN), outcome.get(ORCHESTRATOR)
-        if plain is not None and orchestrator is not None:
-            ratios.append(ratio(orchestrator.get(key, math.nan), plain.get(key, math.nan)))
+        top, bottom = outcome.get(numerator), outcome.get(denominator)
+        if top is not None and bottom is not None:
+            ratios.append(ratio(top.get(key, math.nan), bottom.get(key, math.nan)))
     return ratios
 
 
@@ -183,6 +185,81 @@ def rows(broker: BrokerRecord) -> list[Row]:
     return found
 
 
+# -- the cost of the plain events (--events-cost) ---------------------------------------------
+
+WITHOUT_EVENTS = "orchestrator-no-events"
+"""The side that runs the orchestrator's worker with ``ORCHESTRATOR_EVENTS=false``."""
+
+COST_METRICS = (("throughput", "drain/s", "drain_per_s", 1),
+                ("latency", "chain p50 ms", "p50_ms", 2),
+                ("latency", "chain p99 ms", "p99_ms", 2))
+
+
+@dataclass(frozen=True)
+class CostRow:
+    """The orchestrator with events over the same without: a drain ratio of 0.95 is 5 %."""
+
+    scenario: str
+    metric: str
+    without_events: float
+    with_events: float
+    ratio: float
+    decimals: int
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {name: None if isinstance(value, float) and math.isnan(value) else value
+                for name, value in data.items()}
+
+
+WORKER_PROCESSES = 2
+"""The bench worker's pool size: a drain rate R keeps each process busy 2 / R s per task."""
+
+
+def _event_share(record: ScenarioRecord) -> list[float]:
+    """Per round: the in-process time of one event over a pool process's time per task."""
+    shares = []
+    for outcome in record.rounds:
+        probe, measured = outcome.get(EVENT_PROBE), outcome.get(ORCHESTRATOR)
+        if probe is not None and measured is not None and measured.get("drain_per_s"):
+            shares.append(probe["event_us"] * 1e-6 * measured["drain_per_s"]
+                          / WORKER_PROCESSES)
+    return shares
+
+
+def cost_rows(broker: BrokerRecord) -> list[CostRow]:
+    """Rows for the scenarios where the events-off side was measured too, and the event
+    publication's own time next to a task's (``--events-cost`` probes it each round)."""
+    found = []
+    throughput = broker.scenarios.get("throughput")
+    if throughput is not None and _values(throughput, EVENT_PROBE, "event_us"):
+        found.append(CostRow("throughput", "event publish us", math.nan,
+                             median(_values(throughput, EVENT_PROBE, "event_us")), math.nan, 0))
+        found.append(CostRow("throughput", "event share of a task", math.nan, math.nan,
+                             median(_event_share(throughput)), 3))
+    for scenario, label, key, decimals in COST_METRICS:
+        record = broker.scenarios.get(scenario)
+        if record is None or not _values(record, WITHOUT_EVENTS, key):
+            continue
+        found.append(CostRow(scenario, label, median(_values(record, WITHOUT_EVENTS, key)),
+                             median(_values(record, ORCHESTRATOR, key)),
+                             median(_round_ratios(record, key, ORCHESTRATOR, WITHOUT_EVENTS)),
+                             decimals))
+    return found
+
+
+def cost_table(broker: BrokerRecord, broker_rows: list[CostRow]) -> Table:
+    """scenario | metric | without events | with events | ratio"""
+    result = Table(title=f"{broker.name}: cost of the plain events", title_justify="left")
+    for column in ("scenario", "metric", "without events", "with events", "ratio"):
+        result.add_column(column, justify="left" if column in ("scenario", "metric")
+                          else "right")
+    for row in broker_rows:
+        result.add_row(row.scenario, row.metric, _number(row.without_events, row.decimals),
+                       _number(row.with_events, row.decimals), _number(row.ratio, 3))
+    return result
+
+
 # -- the console tables ------------------------------------------------------------------------
 
 def _number(value: float, decimals: int) -> str:
@@ -220,6 +297,9 @@ def render(console: Console, records: list[BrokerRecord]) -> None:
     """Print each broker's table, then any measurement that failed."""
     for broker in records:
         console.print(table(broker, rows(broker)))
+        events = cost_rows(broker)
+        if events:
+            console.print(cost_table(broker, events))
         for scenario, record in broker.scenarios.items():
             for error in record.errors:
                 console.print(f"[red]{escape(f'{broker.name} {scenario}: {error}')}[/red]")

@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from bench.report import rows
+from bench.report import cost_rows, rows
 from bench.runner import BrokerRecord, Plan
 
 
@@ -108,6 +108,7 @@ def document(plan: Plan, records: list[BrokerRecord], started: datetime, finishe
             "redis_url": plan.redis_url,
             "plain_task_events": plan.plain_task_events,
             "plain_quorum": plan.plain_quorum,
+            "events_cost": plan.events_cost,
             "worker": "prefork, concurrency 2, prefetch multiplier 1",
             "log_dir": str(plan.log_dir),
         },
@@ -116,6 +117,7 @@ def document(plan: Plan, records: list[BrokerRecord], started: datetime, finishe
                 "url": record.url,
                 "status": record.status or "measured",
                 "rows": [row.to_json() for row in rows(record)],
+                "events_cost": [row.to_json() for row in cost_rows(record)],
                 "scenarios": {
                     name: {"rounds": scenario.rounds, "errors": scenario.errors}
                     for name, scenario in record.scenarios.items()

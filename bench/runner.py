@@ -53,6 +53,8 @@ class Plan:
     plain_task_events: bool
     log_dir: Path
     plain_quorum: bool = False
+    events_cost: bool = False
+    """Also run the orchestrator with its plain events off, to show what they cost."""
 
 
 @dataclass
@@ -140,6 +142,26 @@ def _run_round(record: ScenarioRecord, measure: Measure, sides: tuple[Side, ...]
             console.log(f"{label}: {_brief(metrics)}")
 
 
+EVENT_PROBE = "event-publish"
+"""The pseudo-side of a throughput round holding the in-process event publication time."""
+EVENT_PROBE_COUNT = 2000
+
+
+def _probe_events(record: ScenarioRecord, sides: tuple[Side, ...], console: Console,
+                  title: str, round_number: int) -> None:
+    """Time the orchestrator's event publication right after the round's drains."""
+    side = next(side for side in sides if isinstance(side, OrchestratorSide))
+    label = escape(f"{title} {round_number} event publication")
+    try:
+        seconds = side.event_publish_seconds(EVENT_PROBE_COUNT)
+    except Exception as exc:
+        record.errors.append(f"event probe round {round_number}: {type(exc).__name__}: {exc}")
+        console.log(f"[red]{label} failed:[/red] {escape(str(exc))}")
+        return
+    record.rounds[-1][EVENT_PROBE] = {"event_us": seconds * 1e6}
+    console.log(f"{label}: {seconds * 1e6:.0f} us per event")
+
+
 def run(plan: Plan, console: Console) -> tuple[list[BrokerRecord], bool]:
     """Measure every broker of ``plan``; brokers that cannot be measured get a status.
 
@@ -149,6 +171,8 @@ def run(plan: Plan, console: Console) -> tuple[list[BrokerRecord], bool]:
     plain = PlainSide(plan.redis_url, plan.plain_task_events, plan.plain_quorum)
     orchestrator = OrchestratorSide(plan.redis_url)
     sides: tuple[Side, ...] = (plain, orchestrator)
+    if plan.events_cost:
+        sides += (OrchestratorSide(plan.redis_url, events=False),)
     measures = _measures(plan)
     records: list[BrokerRecord] = []
     interrupted = False
@@ -197,3 +221,5 @@ def _run_brokers(plan: Plan, sides: tuple[Side, ...],
                 else:
                     _run_round(target, measures[scenario], sides, plan, ctx, console, title,
                                round_number)
+                if plan.events_cost and scenario == "throughput":
+                    _probe_events(target, sides, console, title, round_number)

@@ -6,6 +6,8 @@ environment at import: :mod:`bench.cli` sets ``ORCHESTRATOR_*`` before it gets h
 
 from __future__ import annotations
 
+import time
+import uuid
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -18,8 +20,11 @@ from orchestrator.app_broker import point_app_at
 from orchestrator.celery_app import app
 from orchestrator.correlation import HEADER
 from orchestrator.envelope import Envelope, EventType
+from orchestrator.events import cloudevents
+from orchestrator.events.publisher import EventPublisher
 from orchestrator.failures import dead_letter_queues as dlq
 from orchestrator.pipeline import PipelineHandle, build_pipeline, run_pipeline
+from orchestrator.settings import get_settings
 from orchestrator.topology import queue_name, topology
 
 FONTE = "bench"
@@ -37,11 +42,15 @@ def _wait(handle: PipelineHandle, timeout: float) -> list[Envelope]:
 
 
 class OrchestratorSide:
-    """``run_pipeline`` and hand-built 4-step chains on the orchestrator's app."""
+    """``run_pipeline`` and hand-built 4-step chains on the orchestrator's app.
 
-    name = "orchestrator"
+    ``events=False`` runs its worker with the plain events off (``--events-cost``): the
+    publisher side is the same, so the difference is what publishing them costs a step.
+    """
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, events: bool = True) -> None:
+        self.name = "orchestrator" if events else "orchestrator-no-events"
+        self._events = events
         self._redis_url = redis_url
         self._app = app
         self._broker_url = str(app.conf.broker_url)
@@ -53,8 +62,9 @@ class OrchestratorSide:
     def worker_spec(self) -> WorkerSpec:
         env = base_env()
         env.update(orchestrator_env(self._broker_url, self._redis_url))
+        env["ORCHESTRATOR_EVENTS"] = "true" if self._events else "false"
         return WorkerSpec(app="orchestrator", queues=tuple(topology.names()), env=env,
-                          label="orchestrator")
+                          label=self.name)
 
     def reset_queues(self) -> None:
         """Declare the bench steps' topology (work queues, DLX, DLQs), then empty it all."""
@@ -98,6 +108,22 @@ class OrchestratorSide:
         final = _wait(handle, timeout)
         if len(final) != 1 or final[0].payload != {"inputs": FANOUT_WIDTH}:
             raise CanvasFailed(f"orchestrator chord ended with {final!r}")
+
+    def event_publish_seconds(self, count: int) -> float:
+        """Mean time of one result event's publication, as a worker's step makes it (the
+        real publisher, a fresh connection to the current broker), measured here: a few
+        per cent of a drain rate is below the drain scenario's noise, this is not."""
+        events = EventPublisher(self._app, get_settings())
+        reply = Envelope.new(EventType.RESULTADO_COLETA, {"items": [{"id": "bench"}]}).to_dict()
+        queue = queue_name("escavador", FONTE)
+        try:
+            events.publish(cloudevents.result_event(queue, str(uuid.uuid4()), reply))  # connects
+            start = time.perf_counter()
+            for number in range(count):
+                events.publish(cloudevents.result_event(queue, str(number), reply))
+            return (time.perf_counter() - start) / count
+        finally:
+            events.close()
 
     def dead_lettered(self) -> int:
         return sum(dlq.counts(app=self._app).values())

@@ -179,12 +179,13 @@ class NatsWire:
             for subscription in self.subscriptions:
                 await subscription.unsubscribe()
             await self.client.close()
+            current = asyncio.current_task()
+            rest = [task for task in asyncio.all_tasks() if task is not current]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
 
         self.loop.run_until_complete(finish())
-        pending = asyncio.all_tasks(self.loop)
-        for task in pending:
-            task.cancel()
-        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self.loop.close()
 
 

@@ -2,8 +2,10 @@
 
 It describes what a service written in any language needs to drive the steps: one channel per
 step queue (where to publish a plain envelope: a RabbitMQ queue, a Redis stream, a NATS
-subject) and one per dead-letter queue, the operations the workers perform on them, and the
-envelope's JSON Schema, generated from the pydantic model so the two cannot drift apart.
+subject) and one per dead-letter queue, the event destinations a subscriber reads step results and
+dead-letter announcements from (:mod:`orchestrator.events`), the operations the workers perform
+on them, and the envelope's JSON Schema, generated from the pydantic model so the two cannot
+drift apart.
 Other teams generate their clients from it (``orchestrator asyncapi > asyncapi.json``).
 """
 
@@ -14,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from orchestrator.envelope import Envelope
+from orchestrator.events import cloudevents, destinations
 from orchestrator.steps import registered_steps
 from orchestrator.topology import QueueSpec, topology
 
@@ -43,6 +46,19 @@ def document(broker_url: str) -> dict[str, Any]:
             "action": "send", "channel": {"$ref": f"#/channels/{spec.dlq}"},
             "summary": f"Messages of {spec.name} that kept failing, with the reason.",
             "messages": [{"$ref": f"#/channels/{spec.dlq}/messages/deadLetter"}],
+        }
+    producers: dict[str, list[str]] = {}
+    for name, step in registered_steps().items():
+        producers.setdefault(step.produces.value, []).append(name)
+    producers[destinations.DEAD_LETTER_TOPIC] = topology.names()
+    for topic, queues in producers.items():
+        channel_id = f"events_{topic}"
+        channels[channel_id] = _event_channel(topic, sorted(queues), protocol)
+        operations[f"publish_{topic}_events"] = {
+            "action": "send", "channel": {"$ref": f"#/channels/{channel_id}"},
+            "summary": f"Workers publish every {topic} event here; subscribe to follow "
+                       "pipelines without Celery.",
+            "messages": [{"$ref": f"#/channels/{channel_id}/messages/event"}],
         }
     return {
         "asyncapi": ASYNCAPI_VERSION,
@@ -119,8 +135,69 @@ def _dead_letter_channel(spec: QueueSpec, protocol: str) -> dict[str, Any]:
     return channel
 
 
+def _event_channel(topic: str, queues: list[str], protocol: str) -> dict[str, Any]:
+    """Where ``topic``'s events go on this broker (``{queue}``: the step that produced it)."""
+    message = "deadLetterEvent" if topic == destinations.DEAD_LETTER_TOPIC else "resultEvent"
+    parameters = {"queue": {"enum": queues, "description": "The step queue of the event."}}
+    channel: dict[str, Any] = {
+        "messages": {"event": {"$ref": f"#/components/messages/{message}"}},
+    }
+    if protocol.startswith("amqp"):
+        channel.update(
+            address=destinations.routing_key(topic, "{queue}"), parameters=parameters,
+            description=f"{topic} events: the routing key on the topic exchange "
+                        f"{destinations.EXCHANGE}; bind a queue of your own to it "
+                        f"(e.g. {topic}.*). Nothing is kept while no queue is bound.",
+            bindings={"amqp": {"is": "routingKey", "exchange": {
+                "name": destinations.EXCHANGE, "type": "topic", "durable": True,
+                "autoDelete": False}}})
+    elif protocol == "nats":
+        channel.update(
+            address=destinations.subject(topic, "{queue}"), parameters=parameters,
+            description=f"{topic} events, kept by the JetStream stream "
+                        f"{destinations.NATS_STREAM} (newest ORCHESTRATOR_EVENTS_MAX_LEN per "
+                        "subject, ORCHESTRATOR_EVENTS_MAX_AGE seconds).")
+    else:
+        channel.update(
+            address=destinations.stream_key(topic),
+            description=f"{topic} events of every step (ce-source names it), the event "
+                        "JSON in the entry field `payload`; capped at about "
+                        "ORCHESTRATOR_EVENTS_MAX_LEN entries. XREAD it.")
+    return channel
+
+
+def _cloudevents_headers(kind: str) -> dict[str, Any]:
+    names = ("specversion", "id", "source", "type", "time", "subject", "correlationid")
+    return {"type": "object", "description": "CloudEvents attributes (binary content mode): "
+            "cloudEvents_<name> application properties on AMQP, ce-<name> headers on NATS "
+            "and ce-<name> fields of the stream entry on Redis. type is "
+            + ("the tipo_evento." if kind == "result" else cloudevents.DEAD_LETTER_TYPE + "."),
+            "properties": {f"ce-{name}": {"type": "string"} for name in names}}
+
+
 def _messages() -> dict[str, Any]:
     return {
+        "resultEvent": {
+            "name": "resultEvent",
+            "title": "A step's result",
+            "summary": "The envelope the step produced, exactly as returned.",
+            "contentType": "application/json",
+            "headers": _cloudevents_headers("result"),
+            "payload": {"$ref": "#/components/schemas/Envelope"},
+        },
+        "deadLetterEvent": {
+            "name": "deadLetterEvent",
+            "title": "A dead letter was written",
+            "summary": "Which step, which request, why; the message itself is in the DLQ.",
+            "contentType": "application/json",
+            "headers": _cloudevents_headers("dead_letter"),
+            "payload": {"type": "object", "required": ["queue", "reason", "dead_letter_queue"],
+                        "properties": {
+                            **{name: {"type": ["string", "integer", "null"]}
+                               for name in cloudevents.DEAD_LETTER_FIELDS},
+                            "dead_letter_queue": {"type": "string"},
+                            "timestamp": {"type": "string", "format": "date-time"}}},
+        },
         "envelope": {
             "name": "envelope",
             "title": "The envelope",

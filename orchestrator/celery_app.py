@@ -9,6 +9,7 @@ and no dead-letter queue.
 from __future__ import annotations
 
 import importlib
+import logging
 from types import ModuleType
 from typing import Any
 
@@ -37,6 +38,8 @@ def settings_of(module: ModuleType) -> dict[str, Any]:
         and not isinstance(value, ModuleType) and type(value).__module__ != "__future__"
     }
 
+logger = logging.getLogger("orchestrator.events")
+
 
 app = Celery("orchestrator")
 app.config_from_object(settings_of(importlib.import_module("celeryconfig")))
@@ -50,7 +53,12 @@ class DeclareTopology(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def start(self, consumer: Any) -> None:
         topology.declare(consumer.connection)
-        declare_destinations(consumer.connection)
+        try:
+            declare_destinations(consumer.connection)
+        except Exception as exc:  # events are best effort: the steps run without them
+            logger.error("the event destinations could not be declared (%s: %s); step "
+                         "results are not published as events until they can be",
+                         type(exc).__name__, exc)
 
 
 load_step_modules(get_settings().step_modules)

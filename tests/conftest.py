@@ -51,6 +51,8 @@ TEST_ENVIRONMENT = {
     "ORCHESTRATOR_SOFT_TIME_LIMIT": "20",
     "ORCHESTRATOR_TIME_LIMIT": "30",
     "ORCHESTRATOR_DATA_DIR": str(TEST_DATA_DIR / "data"),
+    # Small enough for tests/test_events.py to fill; every process declares the same bound.
+    "ORCHESTRATOR_EVENTS_MAX_LEN": "50",
     # NATS: redeliver a killed worker's messages after 10 s instead of 30 s.
     "ORCHESTRATOR_BROKER_TRANSPORT_OPTIONS": '{"ack_wait": 10}',
 }

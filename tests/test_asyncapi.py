@@ -67,3 +67,17 @@ def test_the_command_prints_the_document() -> None:
                           check=False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["servers"]["broker"]["protocol"] == "nats"
+
+
+@pytest.mark.parametrize(("url", "address"), [
+    (URLS[0], "resultado_coleta.{queue}"), (URLS[1], "orchestrator.events.resultado_coleta"),
+    (URLS[2], "orq.events.resultado_coleta.{queue}")])
+def test_the_event_destinations_are_channels(url: str, address: str) -> None:
+    described = document(url)
+    channels = described["channels"]
+    assert channels["events_resultado_coleta"]["address"] == address
+    assert {"events_resultado_execucao", "events_dead_letter"} <= set(channels)
+    assert "publish_dead_letter_events" in described["operations"]
+    if "{queue}" in address:
+        queues = channels["events_resultado_coleta"]["parameters"]["queue"]["enum"]
+        assert "escavador_youtube" in queues and "executador_arquivo" not in queues

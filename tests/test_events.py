@@ -157,7 +157,9 @@ def test_each_broker_sink_delivers_an_event_to_a_plain_subscriber(
 
 @pytest.mark.broker
 def test_the_event_destinations_are_bounded(on_broker: BrokerUnderTest) -> None:
-    settings = Settings(events_max_len=20, events_confirm=True)
+    settings = get_settings().model_copy(update={"events_confirm": True})
+    bound = settings.events_max_len
+    assert bound < 300
     with configured_app().connection_for_write() as connection:
         declare_destinations(connection, settings)
         sink = SINKS[on_broker.url.split("://")[0]](connection, settings)
@@ -170,13 +172,16 @@ def test_the_event_destinations_are_bounded(on_broker: BrokerUnderTest) -> None:
             length = client.xlen(destinations.stream_key("resultado_coleta"))
             client.close()
             # MAXLEN ~ trims whole stream nodes (100 entries each by default).
-            assert length <= 20 + 100
+            assert length <= bound + 100
         elif on_broker.name == "nats":
             info = connection.transport.run(
                 connection.transport.js.stream_info(destinations.NATS_STREAM))
-            assert info.config.max_msgs_per_subject == 20
+            assert info.config.max_msgs_per_subject == bound
             assert info.config.max_age == settings.events_max_age
-            assert info.state.messages <= 20 * len(info.state.subjects or {"x": 0}) + 20
+            subjects = connection.transport.run(connection.transport.js.stream_info(
+                destinations.NATS_STREAM, subjects_filter=destinations.subject(
+                    "resultado_coleta", "escavador_cap"))).state.subjects
+            assert subjects == {"orq.events.resultado_coleta.escavador_cap": bound}
         else:
             # RabbitMQ: a topic exchange keeps nothing; with no queue bound the events go.
             channel = connection.channel()
