@@ -191,6 +191,7 @@ WITHOUT_EVENTS = "orchestrator-no-events"
 """The side that runs the orchestrator's worker with ``ORCHESTRATOR_EVENTS=false``."""
 
 COST_METRICS = (("throughput", "drain/s", "drain_per_s", 1),
+                ("throughput", "worker CPU ms/task", "worker_cpu_ms_per_task", 3),
                 ("latency", "chain p50 ms", "p50_ms", 2),
                 ("latency", "chain p99 ms", "p99_ms", 2))
 

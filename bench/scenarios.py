@@ -99,6 +99,7 @@ def measure_drain(side: Side, count: int, ctx: Context) -> Metrics:
         publish_s = _publish_all(side, run_id, count)
         with running(side.worker_spec(), ctx.log_dir) as worker:
             ready_at = worker.wait_ready()
+            cpu_at_ready = worker.cpu_seconds()
 
             def processed_while_alive() -> int:
                 worker.check_alive()  # a dead worker fails the run now, not after a stall
@@ -107,6 +108,7 @@ def measure_drain(side: Side, count: int, ctx: Context) -> Metrics:
             outcome = wait_for_count(processed_while_alive, count, stall_timeout=STALL_TIMEOUT,
                                      overall_timeout=120.0 + count / MIN_RATE)
             drain_s = outcome.finished_at - ready_at if outcome.complete else math.nan
+            worker_cpu_s = worker.cpu_seconds() - cpu_at_ready
             rss = worker.peak_rss_bytes()
             worker.check_alive()
         processed = ledger.processed()
@@ -116,6 +118,7 @@ def measure_drain(side: Side, count: int, ctx: Context) -> Metrics:
             "drain_s": drain_s,
             "drain_per_s": count / drain_s if drain_s > 0 else math.nan,
             "peak_rss_mb": rss / 2**20,
+            "worker_cpu_ms_per_task": worker_cpu_s * 1000 / count,
             "lost": float(count - processed),
             "duplicates": float(ledger.duplicates()),
         }

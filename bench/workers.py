@@ -114,6 +114,12 @@ class BenchWorker:
             return 0
         return tree_peak_rss_bytes(self.process.pid)
 
+    def cpu_seconds(self) -> float:
+        """CPU spent so far by the main process and its pool children."""
+        if self.process is None or self.process.poll() is not None:
+            return 0.0
+        return tree_cpu_seconds(self.process.pid)
+
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Warm shutdown, then SIGKILL the process group whatever happened."""
         process = self.process
@@ -243,3 +249,21 @@ def peak_rss_kib(pid: int) -> int:
 def tree_peak_rss_bytes(pid: int) -> int:
     """Sum of the peak RSS of ``pid`` and its descendants, in bytes."""
     return sum(peak_rss_kib(p) for p in process_tree(pid)) * 1024
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process, in seconds (0 if it is gone)."""
+    try:
+        fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of ``pid`` and its descendants: what a worker spent, whatever the machine's
+    other load did to the wall clock."""
+    return sum(cpu_seconds(p) for p in process_tree(pid))

@@ -193,12 +193,7 @@ class BackgroundWriter:
 
     def append_transient(self, stream: str, payload: str, maxlen: int,
                          expires_ms: int | None) -> None:
-        self.append_entry(stream, ("payload", payload, "returns", 0), maxlen, expires_ms)
-
-    def append_entry(self, stream: str, fields: tuple[Any, ...], maxlen: int,
-                     expires_ms: int | None = None) -> None:
-        """``XADD stream MAXLEN ~ maxlen * field value ...``: a capped, live-only entry."""
-        self._queue.put(("entry", stream, (fields, maxlen, expires_ms)))
+        self._queue.put(("transient", stream, (payload, maxlen, expires_ms)))
 
     def _next_batch(self, block: bool) -> tuple[list[Any], bool]:
         """Up to :data:`BATCH` queued commands (waiting for one if ``block``); and whether
@@ -218,9 +213,10 @@ class BackgroundWriter:
         for kind, key, value in commands:
             if kind == "publish":
                 wire.append(("PUBLISH", key, value))
-            elif kind == "entry":
-                fields, maxlen, expires_ms = value
-                wire.append(("XADD", key, "MAXLEN", "~", maxlen, "*", *fields))
+            elif kind == "transient":
+                payload, maxlen, expires_ms = value
+                wire.append(("XADD", key, "MAXLEN", "~", maxlen, "*",
+                             "payload", payload, "returns", 0))
                 if expires_ms:
                     wire.append(("PEXPIRE", key, expires_ms))
             else:
@@ -323,6 +319,7 @@ class Channel(kombu_redis.Channel):
         self._acks_in_flight: list[tuple[str, str]] = []
         self._ack_replies_due = 0
         self._reclaimed_on_get: set[str] = set()
+        self._capped_pending = 0  # replies of append_capped not read yet
         self._tag_prefix = uuid.uuid4().hex[:12] + "."
         self._tag_numbers = itertools.count(1)
         super().__init__(*args, **kwargs)
@@ -435,14 +432,34 @@ class Channel(kombu_redis.Channel):
     def append_capped(self, stream: str, fields: dict[str, str], maxlen: int,
                       wait: bool) -> None:
         """Add an entry to a capped stream that is not a queue (no group, no acks), e.g. an
-        event log other clients ``XREAD``. ``wait``: for the reply; else the background
-        writer sends it, and a batch that fails is dropped."""
-        if wait:
-            with self.conn_or_acquire() as client:
-                client.xadd(stream, fields, maxlen=maxlen, approximate=True)
-            return
-        flat = tuple(item for pair in fields.items() for item in pair)
-        self._writer.append_entry(stream, flat, maxlen)
+        event log other clients ``XREAD``.
+
+        On a connection of its own, from the calling thread: the command is written, and its
+        reply read before the next one is written (``wait``: at once). No thread: a writer
+        thread woken for every entry made the caller wait for the GIL after each of its own
+        socket calls, which cost a task more than the entry itself. An entry whose reply
+        says it failed, or that is written when the connection breaks, is lost: the error
+        is raised by the next call."""
+        connection = self.__dict__.get("_capped_connection")
+        if connection is None:
+            connection = self.__dict__["_capped_connection"] = self._bare_connection()
+        flat = [item for pair in fields.items() for item in pair]
+        try:
+            self._read_capped_replies(connection)
+            connection.send_packed_command(connection.pack_command(
+                "XADD", stream, "MAXLEN", "~", maxlen, "*", *flat))
+            self._capped_pending = 1
+            if wait:
+                self._read_capped_replies(connection)
+        except Exception:
+            self._capped_pending = 0
+            connection.disconnect()  # a reply may be left unread: start clean next time
+            raise
+
+    def _read_capped_replies(self, connection: Any) -> None:
+        while self._capped_pending:
+            self._capped_pending -= 1
+            connection.read_response()
 
     def _size(self, queue: str) -> int:
         with self.conn_or_acquire() as client:
@@ -766,6 +783,11 @@ class Channel(kombu_redis.Channel):
         writer = self.__dict__.pop("_background_writer", None)
         if writer is not None:
             writer.close()  # acks first: the consumer is deleted below only without pending
+        capped = self.__dict__.pop("_capped_connection", None)
+        if capped is not None:
+            with contextlib.suppress(Exception):
+                self._read_capped_replies(capped)
+            capped.disconnect()
         super().close()
         if self._heartbeat is not None:
             try:
