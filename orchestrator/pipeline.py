@@ -25,8 +25,8 @@ from celery.result import AsyncResult, GroupResult
 
 from orchestrator.correlation import HEADER
 from orchestrator.envelope import Envelope, EnvelopeError, EventType, wire_json
+from orchestrator.names import resolve_step
 from orchestrator.settings import get_settings
-from orchestrator.topology import queue_name
 
 ExecuteSpec = Sequence[str] | Mapping[str, Mapping[str, Any] | None] | None
 
@@ -161,16 +161,19 @@ def build_pipeline(
     message = envelope.to_dict()
     check_size(message)
     headers = {HEADER: message["correlation_id"]}
+    steps_known = list(app.tasks)
     try:
         collectors = [
-            _task_signature(app, queue_name("escavador", fonte), headers, message)
+            _task_signature(app, resolve_step("escavador", fonte, steps_known), headers,
+                            message)
             for fonte in fontes
         ]
         executors = [
-            _task_signature(app, queue_name("executador", nome), headers, options=options)
+            _task_signature(app, resolve_step("executador", nome, steps_known), headers,
+                            options=options)
             for nome, options in _normalise_execute(execute).items()
         ]
-    except ValueError as exc:  # a step name no queue can have
+    except ValueError as exc:  # a step name no queue can have, or no step has
         raise PipelineError(str(exc)) from None
     steps = tuple(str(s.task) for s in [*collectors, *executors])
     body: Signature | None

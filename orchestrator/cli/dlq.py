@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from orchestrator.cli.common import console, err_console, print_json
+from orchestrator.cli.common import EXIT_FAILED, console, err_console, print_json
 from orchestrator.failures import dead_letter_queues as dlq
 
 
@@ -64,7 +64,7 @@ def show_command(letter_id: str, queue: str | None, as_json: bool) -> None:
         letter = dlq.show(letter_id, queue=queue)
     except dlq.DeadLetterNotFound as exc:
         err_console.print(f"[red]error:[/red] {exc}")
-        raise SystemExit(1) from None
+        raise SystemExit(EXIT_FAILED) from None
     if as_json:
         print_json(letter.full())
         return
@@ -84,7 +84,7 @@ def replay_command(letter_id: str | None, all_: bool, queue: str | None, as_json
         moved = dlq.replay(letter_id, queue=queue, all_=all_)
     except dlq.DeadLetterNotFound as exc:
         err_console.print(f"[red]error:[/red] {exc}")
-        raise SystemExit(1) from None
+        raise SystemExit(EXIT_FAILED) from None
     if as_json:
         print_json({"replayed": [letter.summary() for letter in moved]})
         return

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
-from orchestrator.cli.common import console, err_console, print_json
+from orchestrator.cli.common import EXIT_CONFIG, EXIT_FAILED, console, err_console, print_json
 from orchestrator.pipeline import PipelineError, dumps_envelopes, run_pipeline
 
 
@@ -31,9 +33,24 @@ def _parse_options(pairs: tuple[str, ...], executadores: list[str]) -> dict[str,
     return options
 
 
+def _payload_text(value: str) -> str:
+    """``--payload``'s JSON: given inline, ``@FILE`` or ``-`` (stdin), so a payload larger
+    than the shell's argument limit can be sent."""
+    if value == "-":
+        return sys.stdin.read()
+    if value.startswith("@"):
+        try:
+            return Path(value[1:]).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.BadParameter(f"cannot read {value[1:]!r}: {exc}",
+                                     param_hint="--payload") from None
+    return value
+
+
 @click.command("run")
 @click.argument("fontes")
-@click.option("--payload", default="{}", show_default=True, help="JSON object for iniciar_coleta.")
+@click.option("--payload", default="{}", show_default=True,
+              help="JSON object for iniciar_coleta; @FILE reads it from FILE, - from stdin.")
 @click.option("--execute", "execute", default=None, help="Executadores, comma-separated.")
 @click.option("--option", "option_pairs", multiple=True,
               help="Executador option EXECUTADOR.KEY=VALUE (repeatable).")
@@ -45,7 +62,7 @@ def run_command(fontes: str, payload: str, execute: str | None, option_pairs: tu
                 correlation_id: str | None, wait: bool, timeout: float, as_json: bool) -> None:
     """Run escavador(es) FONTES (e.g. youtube or youtube,rss) then the executadores."""
     try:
-        payload_data = json.loads(payload)
+        payload_data = json.loads(_payload_text(payload))
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from None
     if not isinstance(payload_data, dict):
@@ -57,7 +74,7 @@ def run_command(fontes: str, payload: str, execute: str | None, option_pairs: tu
                               correlation_id=correlation_id)
     except PipelineError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_CONFIG) from None
     if not wait:
         if as_json:
             print_json({"correlation_id": handle.correlation_id, "steps": list(handle.steps)})
@@ -74,7 +91,7 @@ def run_command(fontes: str, payload: str, execute: str | None, option_pairs: tu
             print_json({"correlation_id": handle.correlation_id, "error": message})
         else:
             err_console.print(f"[red]error:[/red] {message}")
-        raise SystemExit(1) from None
+        raise SystemExit(EXIT_FAILED) from None
     if as_json:
         click.echo(dumps_envelopes(envelopes))
     else:

@@ -37,6 +37,7 @@ from kombu.message import Message
 from orchestrator import headers as message_headers
 from orchestrator.correlation import HEADER
 from orchestrator.failures.dead_letter import describe
+from orchestrator.names import resolve_queue
 from orchestrator.settings import get_settings
 from orchestrator.topology import dlq_name, original_queue, topology, work_exchange
 
@@ -161,10 +162,7 @@ def dead_letter_queues(queue: str | None = None) -> list[str]:
 
     if queue is None:
         return [spec.dlq for spec in topology]
-    name = queue if queue.endswith(".dlq") else dlq_name(queue)
-    if original_queue(name) not in topology:
-        raise KeyError(f"unknown queue {queue!r}; known: {', '.join(topology.names())}")
-    return [name]
+    return [dlq_name(resolve_queue(queue, topology.names()))]
 
 
 @contextmanager
