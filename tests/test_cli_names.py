@@ -114,3 +114,30 @@ def test_a_usage_error_is_one_line_too() -> None:
     assert_one_line_error(cli(env, "dlq", "purge"), 2, "--yes")
     assert_one_line_error(cli(env, "nope"), 2, "No such command")
     assert cli(env, "--help").returncode == 0
+
+
+def test_piped_topology_keeps_every_name_whole() -> None:
+    from orchestrator.topology import topology
+
+    env = worker_env("amqp://guest:guest@127.0.0.1:1//")  # printing needs no broker
+    shown = cli(env, "topology")
+    assert shown.returncode == 0, shown.stderr
+    assert "…" not in shown.stdout
+    for spec in topology:
+        assert spec.name in shown.stdout and spec.dlq in shown.stdout
+
+
+def test_dlq_show_reads_as_text_for_people(capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator.cli.dlq import print_letter
+
+    print_letter({"id": "abc", "queue": "escavador_eco", "dlq": "escavador_eco.dlq",
+                  "reason": "failed", "task": "escavador_eco", "correlation_id": "c-1",
+                  "attempts": 1, "last_error": "FinalError: [bad] input",
+                  "content_type": "application/json", "body": {"k": [1, 2]},
+                  "details": {"traceback": "Traceback (most recent call last):\n  x\n",
+                              "first_failure_at": "t0", "last_failure_at": "t1"}})
+    out = capsys.readouterr().out
+    assert "reason:" in out and "failed" in out and "c-1" in out
+    assert "FinalError: [bad] input" in out, "markup-like text is shown as it is"
+    assert out.index("traceback:") < out.index("body:")
+    assert '"k"' in out and not out.lstrip().startswith("{")

@@ -16,8 +16,12 @@ from rich.console import Console
 from orchestrator.names import UnknownName
 from orchestrator.settings import get_settings, redact_url
 
+PIPED_WIDTH = 10_000
+"""Output that goes to a pipe or a file is not cut to fit a terminal: Rich would assume 80
+columns and shorten names (``executador_we…``), and ``| grep`` would miss them."""
+
 # soft_wrap: never break a line for the terminal width (errors stay one line, names whole).
-console = Console(soft_wrap=True)
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else PIPED_WIDTH)
 err_console = Console(stderr=True, soft_wrap=True)
 
 EXIT_FAILED = 1

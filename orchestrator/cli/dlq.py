@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.cli.common import EXIT_FAILED, console, err_console, print_json
@@ -68,7 +71,30 @@ def show_command(letter_id: str, queue: str | None, as_json: bool) -> None:
     if as_json:
         print_json(letter.full())
         return
-    console.print_json(data=letter.full(), default=str)
+    print_letter(letter.full())
+
+
+def print_letter(full: dict[str, Any]) -> None:
+    """A dead letter for people: what failed and why first, then the traceback, the body."""
+    details = full.get("details") or {}
+    fields = (("id", full.get("id")), ("queue", full.get("queue")), ("dlq", full.get("dlq")),
+              ("reason", full.get("reason")), ("task", full.get("task")),
+              ("correlation id", full.get("correlation_id")),
+              ("attempts", full.get("attempts")),
+              ("first failure", details.get("first_failure_at")),
+              ("last failure", details.get("last_failure_at")),
+              ("error", full.get("last_error")), ("content type", full.get("content_type")))
+    for label, value in fields:
+        console.print(f"[bold]{label + ':':<16}[/bold]{escape(str(value))}")
+    if details.get("traceback"):
+        console.print("[bold]traceback:[/bold]")
+        console.print(escape(str(details["traceback"]).rstrip()))
+    console.print("[bold]body:[/bold]")
+    body = full.get("body")
+    if isinstance(body, str):
+        console.print(escape(body))
+    else:
+        console.print_json(data=body, default=str)
 
 
 @dlq_group.command("replay")

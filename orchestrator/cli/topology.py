@@ -33,9 +33,13 @@ def topology_command(declare: bool, as_json: bool) -> None:
     if as_json:
         print_json({"declared": declare, "queues": rows})
         return
-    table = Table(title="Topology" + (" (declared)" if declare else ""))
-    for column in ("queue", "kind", "dead-letter exchange", "dead-letter queue", "delivery limit"):
-        table.add_column(column)
+    # Fits 80 columns: the dead-letter exchange is always <queue>.dlx (said in the caption,
+    # listed by --json); a name that does not fit folds onto the next line, never shortened.
+    table = Table(title="Topology" + (" (declared)" if declare else ""),
+                  caption="dead-letter exchange of each queue: <queue>.dlx")
+    for column in ("queue", "kind", "dead-letter queue"):
+        table.add_column(column, overflow="fold")
+    table.add_column("delivery limit", justify="right")
     for spec in topology:
-        table.add_row(spec.name, spec.kind, spec.dlx, spec.dlq, str(spec.delivery_limit))
+        table.add_row(spec.name, spec.kind, spec.dlq, str(spec.delivery_limit))
     console.print(table)
