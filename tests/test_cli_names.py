@@ -141,3 +141,9 @@ def test_dlq_show_reads_as_text_for_people(capsys: pytest.CaptureFixture[str]) -
     assert "FinalError: [bad] input" in out, "markup-like text is shown as it is"
     assert out.index("traceback:") < out.index("body:")
     assert '"k"' in out and not out.lstrip().startswith("{")
+
+
+@pytest.mark.parametrize("url", ["nats://127.0.0.1:1", "amqp://guest:guest@127.0.0.1:1//",
+                                 "redis-streams://127.0.0.1:1/0"])
+def test_an_unreachable_broker_is_one_line_with_exit_code_3(url: str) -> None:
+    assert_one_line_error(cli(worker_env(url), "dlq", "list"), 3, "cannot reach the broker")

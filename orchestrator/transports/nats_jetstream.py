@@ -43,6 +43,7 @@ import threading
 import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import nats
 from kombu.transport import virtual
@@ -380,6 +381,33 @@ class NatsChannel(virtual.Channel):
         super().close()
 
 
+async def _reachable(servers: list[str], timeout: float) -> None:
+    """Raise ``ConnectionRefusedError`` unless one of ``servers`` accepts a TCP connection.
+
+    nats-py retries a first connection as often as a reconnection, so with unlimited
+    reconnects (what a worker wants when the server restarts) it never gives up on a server
+    that is not there; this check lets Kombu's retry policy decide, and name the error."""
+    errors = []
+    for server in servers:
+        parts = urlsplit(server)
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(
+                parts.hostname or "127.0.0.1", parts.port or Transport.default_port), timeout)
+        except (OSError, TimeoutError) as exc:
+            errors.append(f"{server}: {exc or type(exc).__name__}")
+            continue
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+        return
+    raise ConnectionRefusedError(f"no NATS server accepts connections ({'; '.join(errors)})")
+
+
+async def _log_error(exc: Exception) -> None:
+    """nats-py's default logs a traceback per failed attempt; one line is enough."""
+    logger.warning("nats: %s: %s", type(exc).__name__, exc)
+
+
 class Transport(virtual.Transport):
     """``nats://`` — see the module docstring."""
 
@@ -429,9 +457,10 @@ class Transport(virtual.Transport):
     async def _connect(self) -> None:
         options = self.client.transport_options
         servers = self._servers()
+        await _reachable(servers, timeout=5)
         kwargs: dict[str, Any] = {"servers": servers, "max_reconnect_attempts": -1,
                                   "reconnect_time_wait": 1, "connect_timeout": 5,
-                                  "name": "orchestrator-kombu"}
+                                  "name": "orchestrator-kombu", "error_cb": _log_error}
         first = self.client
         if first.userid and first.password:
             kwargs.update(user=first.userid, password=first.password)
