@@ -77,16 +77,3 @@ def without_publish_hooks() -> Iterator[None]:
         for signal, receivers in zip(PUBLISH_SIGNALS, saved, strict=True):
             signal.receivers[:] = receivers
             signal.sender_receivers_cache.clear()
-
-
-def forget_pending(result: Any) -> None:
-    """Stop waiting for ``result`` after a failed ``get``.
-
-    Celery keeps a result it timed out on in the backend's pending set and unsubscribes from
-    it only when the object dies; left there, that happens at interpreter shutdown and
-    prints tracebacks. Releasing it at once keeps the result consumer clean for the next
-    sample.
-    """
-    backend = getattr(result, "backend", None)
-    if backend is not None and hasattr(backend, "remove_pending_result"):
-        backend.remove_pending_result(result)

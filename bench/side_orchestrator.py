@@ -14,7 +14,7 @@ from typing import Any
 from celery.canvas import Signature
 
 from bench.config import base_env, orchestrator_env
-from bench.side import FANOUT_WIDTH, CanvasFailed, forget_pending
+from bench.side import FANOUT_WIDTH, CanvasFailed
 from bench.workers import WorkerSpec
 from orchestrator.app_broker import point_app_at
 from orchestrator.celery_app import app
@@ -23,7 +23,7 @@ from orchestrator.envelope import Envelope, EventType
 from orchestrator.events import cloudevents
 from orchestrator.events.publisher import EventPublisher
 from orchestrator.failures import dead_letter_queues as dlq
-from orchestrator.pipeline import PipelineHandle, build_pipeline, run_pipeline
+from orchestrator.pipeline import PipelineHandle, build_pipeline, forget_pending, run_pipeline
 from orchestrator.settings import get_settings
 from orchestrator.topology import queue_name, topology
 

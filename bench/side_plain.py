@@ -9,14 +9,10 @@ from celery import chain, chord
 
 from bench import plain_app
 from bench.config import base_env, plain_env
-from bench.side import (
-    FANOUT_WIDTH,
-    CanvasFailed,
-    forget_pending,
-    without_publish_hooks,
-)
+from bench.side import FANOUT_WIDTH, CanvasFailed, without_publish_hooks
 from bench.workers import WorkerSpec
 from orchestrator.app_broker import point_app_at
+from orchestrator.pipeline import forget_pending
 
 CHAIN_LENGTH = 4
 

@@ -221,3 +221,16 @@ def dumps_envelopes(envelopes: list[Envelope]) -> str:
         e.to_dict() for e in envelopes
     ]
     return json.dumps(data, ensure_ascii=False, indent=2)
+
+
+def forget_pending(result: Any) -> None:
+    """Stop waiting for ``result`` after a failed ``get``.
+
+    Celery keeps a result it timed out on in the backend's pending set and unsubscribes from
+    it only when the object dies; left there, that happens at interpreter shutdown and
+    prints tracebacks (``orchestrator run --wait`` timing out did). Releasing it at once keeps
+    the result consumer clean.
+    """
+    backend = getattr(result, "backend", None)
+    if backend is not None and hasattr(backend, "remove_pending_result"):
+        backend.remove_pending_result(result)

@@ -147,3 +147,10 @@ def test_dlq_show_reads_as_text_for_people(capsys: pytest.CaptureFixture[str]) -
                                  "redis-streams://127.0.0.1:1/0"])
 def test_an_unreachable_broker_is_one_line_with_exit_code_3(url: str) -> None:
     assert_one_line_error(cli(worker_env(url), "dlq", "list"), 3, "cannot reach the broker")
+
+
+@pytest.mark.broker
+def test_a_wait_that_times_out_has_its_own_exit_code(on_broker: BrokerUnderTest) -> None:
+    result = cli(worker_env(on_broker.url), "run", "demorado", "--payload", '{"seconds": 0.8}',
+                 "--wait", "--timeout", "0.5")
+    assert_one_line_error(result, 4, "did not finish within 0.5 s")

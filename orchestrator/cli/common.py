@@ -31,6 +31,8 @@ EXIT_CONFIG = 2
 EXIT_BROKER = 3
 """The broker (or result backend) cannot be reached."""
 
+EXIT_TIMEOUT = 4
+"""``run --wait`` gave up waiting: the pipeline may still finish."""
 EXIT_INTERRUPTED = 130
 """Ctrl-C, as shells report it."""
 

@@ -8,9 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import click
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 
-from orchestrator.cli.common import EXIT_CONFIG, EXIT_FAILED, console, err_console, print_json
-from orchestrator.pipeline import PipelineError, dumps_envelopes, run_pipeline
+from orchestrator.cli.common import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_TIMEOUT,
+    console,
+    err_console,
+    print_json,
+)
+from orchestrator.pipeline import PipelineError, dumps_envelopes, forget_pending, run_pipeline
 
 
 def _split(value: str | None) -> list[str]:
@@ -85,14 +93,25 @@ def run_command(fontes: str, payload: str, execute: str | None, option_pairs: tu
         console.print(f"correlation_id: [bold]{handle.correlation_id}[/bold] (waiting...)")
     try:
         envelopes = handle.wait(timeout=timeout)
+    except CeleryTimeoutError:
+        forget_pending(handle.result)
+        _report(handle.correlation_id, as_json,
+                f"pipeline {handle.correlation_id} did not finish within {timeout:g} s; it "
+                "goes on running (its result stays in the result backend)")
+        raise SystemExit(EXIT_TIMEOUT) from None
     except Exception as exc:  # the step's own exception travels back through the backend
-        message = f"pipeline {handle.correlation_id} failed: {type(exc).__name__}: {exc}"
-        if as_json:
-            print_json({"correlation_id": handle.correlation_id, "error": message})
-        else:
-            err_console.print(f"[red]error:[/red] {message}")
+        forget_pending(handle.result)
+        _report(handle.correlation_id, as_json,
+                f"pipeline {handle.correlation_id} failed: {type(exc).__name__}: {exc}")
         raise SystemExit(EXIT_FAILED) from None
     if as_json:
         click.echo(dumps_envelopes(envelopes))
     else:
         console.print_json(dumps_envelopes(envelopes))
+
+
+def _report(correlation_id: str, as_json: bool, message: str) -> None:
+    if as_json:
+        print_json({"correlation_id": correlation_id, "error": message})
+    else:
+        err_console.print(f"[red]error:[/red] {message}")
