@@ -22,6 +22,8 @@ from orchestrator.settings import get_settings
 from orchestrator.steps import load_step_modules, route_step
 from orchestrator.topology import topology
 
+logger = logging.getLogger("orchestrator.events")
+
 
 def settings_of(module: ModuleType) -> dict[str, Any]:
     """The settings a config module defines, as a plain dict.
@@ -37,8 +39,6 @@ def settings_of(module: ModuleType) -> dict[str, Any]:
         if not name.startswith("_") and name.islower() and not callable(value)
         and not isinstance(value, ModuleType) and type(value).__module__ != "__future__"
     }
-
-logger = logging.getLogger("orchestrator.events")
 
 
 app = Celery("orchestrator")

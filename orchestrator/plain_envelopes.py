@@ -14,7 +14,6 @@ runtime, which dead-letters an invalid one (``invalid_envelope``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from typing import Any
@@ -45,18 +44,9 @@ def plain_envelope(body: Any, headers: Any, max_bytes: int) -> dict[str, Any] | 
     return None
 
 
-PLAIN_TASK_NAMESPACE = uuid.UUID("6d1f0c55-8a7e-4d8e-b1d4-3f0a9c2e5b77")
-
-
 def as_task_message(message: Message, task_name: str, envelope: dict[str, Any]) -> Message:
-    """The Celery task message for ``envelope``, on ``message``'s delivery.
-
-    Its task id is derived from the step and the bytes: a redelivery of the same message
-    is the same task, so its result event keeps its CloudEvents ``id``
-    (:mod:`orchestrator.events.cloudevents`)."""
-    body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
-    digest = hashlib.sha256(body).hexdigest()
-    task_id = str(uuid.uuid5(PLAIN_TASK_NAMESPACE, f"{task_name}:{digest}"))
+    """The Celery task message for ``envelope``, on ``message``'s delivery."""
+    task_id = str(uuid.uuid4())
     correlation_id = str(envelope.get("correlation_id"))
     headers = {
         "lang": "py", "task": task_name, "id": task_id, "root_id": task_id,

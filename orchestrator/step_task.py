@@ -48,6 +48,8 @@ from orchestrator.topology import dlq_name
 logger = get_task_logger("orchestrator.step")
 
 FIRST_FAILURE_HEADER = message_headers.FIRST_FAILURE_AT
+EVENT_KEY_ATTRIBUTE = "orchestrator_event_key"
+"""Where a running step keeps its idempotency key for the result event's id."""
 
 
 class InvalidArguments(TypeError):
@@ -134,6 +136,7 @@ class StepTask(Task):  # type: ignore[misc]
     def _run_once(self, spec: StepSpec, context: StepContext) -> dict[str, Any]:
         store = self.idempotency_store()
         key = context.idempotency_key
+        setattr(self.request, EVENT_KEY_ATTRIBUTE, key)
         owner = context.task_id
         claimed = store.claim_or_result(key, owner, ttl=int(spec.time_limit) + 60)
         if isinstance(claimed, Busy):
@@ -165,9 +168,12 @@ class StepTask(Task):  # type: ignore[misc]
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         """Publish the result envelope as a plain event (:mod:`orchestrator.events`): after
-        Celery stored the result, before the message is acknowledged."""
+        Celery stored the result, before the message is acknowledged. Its id comes from the
+        idempotency key: every delivery that returns this stored result publishes the same
+        event."""
         if isinstance(retval, dict):
-            events.announce_result(self.app, self.step_spec.queue, task_id, retval)
+            key = getattr(self.request, EVENT_KEY_ATTRIBUTE, None) or task_id
+            events.announce_result(self.app, self.step_spec.queue, key, retval)
 
     def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any,
                      einfo: Any) -> None:

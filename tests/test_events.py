@@ -104,6 +104,19 @@ def cloudevent_attributes(broker: str, headers: dict[str, str]) -> dict[str, str
 
 
 @pytest.mark.broker
+def test_a_result_returned_again_is_the_same_event(
+    worker: WorkerProcess, on_broker: BrokerUnderTest, wire: Any
+) -> None:
+    sent = envelope("iniciar_coleta", {"n": 1})
+    seen = []
+    for _ in range(2):  # the second delivery returns the stored result
+        wire.publish("escavador_eco", sent)
+        _, event, headers = wire.next_event(("resultado_coleta",), sent["correlation_id"], 60)
+        seen.append((cloudevent_attributes(on_broker.name, headers)["id"], event))
+    assert seen[0] == seen[1]
+
+
+@pytest.mark.broker
 def test_a_dead_letter_is_announced_with_step_correlation_id_and_reason(
     worker: WorkerProcess, wire: Any
 ) -> None:

@@ -118,15 +118,3 @@ def test_a_plain_envelope_becomes_the_steps_task_message_on_the_same_delivery() 
     assert json.loads(task.body) == [[sent], {}, {"callbacks": None, "errbacks": None,
                                                   "chain": None, "chord": None}]
 
-
-def test_a_redelivered_plain_envelope_is_the_same_task() -> None:
-    sent = json.dumps(envelope("iniciar_coleta", {})).encode()
-    other = json.dumps(envelope("iniciar_coleta", {})).encode()
-
-    def task_id(body: bytes, queue: str = "escavador_eco") -> str:
-        message = Message(body=body, delivery_tag="t", delivery_info={"routing_key": queue})
-        return str(as_task_message(message, queue, json.loads(body)).headers["id"])
-
-    assert task_id(sent) == task_id(sent)
-    assert task_id(sent) != task_id(other)
-    assert task_id(sent) != task_id(sent, "escavador_youtube")

@@ -8,10 +8,11 @@ on AMQP, ``ce-`` headers on NATS (and ``ce-`` fields of the stream entry on Redi
 no binding). ``correlationid`` is an extension attribute (lower-case letters only, as the
 specification requires) carrying the request's correlation id.
 
-``id`` is derived from the task that produced the event: a step whose message is delivered
-again (its worker died after the publication) returns its stored result and publishes the
-same event with the same id, so a subscriber deduplicates on ``id`` as the specification
-intends (``source`` + ``id`` identify one event).
+``id`` is derived from the step's idempotency key (one result per request and step): a step
+whose message is delivered again (its worker died after the publication), or a plain envelope
+sent twice, returns the stored result and publishes the same event with the same id, so a
+subscriber deduplicates on ``id`` as the specification intends (``source`` + ``id`` identify
+one event).
 """
 
 from __future__ import annotations
@@ -67,13 +68,14 @@ def source(queue: str) -> str:
     return f"/orchestrator/{queue}"
 
 
-def result_event(queue: str, task_id: str, envelope: Mapping[str, Any]) -> Event:
-    """The event for the envelope a step returned (its ``tipo_evento`` is the topic)."""
+def result_event(queue: str, result_key: str, envelope: Mapping[str, Any]) -> Event:
+    """The event for the envelope a step returned (its ``tipo_evento`` is the topic);
+    ``result_key`` names that result (the idempotency key) and makes the id."""
     topic = str(envelope["tipo_evento"])
     correlation_id = str(envelope["correlation_id"])
     attributes = {
         "specversion": SPEC_VERSION,
-        "id": str(uuid.uuid5(_ID_NAMESPACE, f"{task_id}:{topic}")),
+        "id": str(uuid.uuid5(_ID_NAMESPACE, f"{result_key}:{topic}")),
         "source": source(queue),
         "type": topic,
         "time": str(envelope.get("timestamp") or _now()),

@@ -233,12 +233,14 @@ def publisher(app: Celery) -> EventPublisher:
     return found
 
 
-def announce_result(app: Celery, queue: str, task_id: str, envelope: Mapping[str, Any]) -> bool:
-    """Publish the envelope a step returned as a result event."""
+def announce_result(app: Celery, queue: str, result_key: str,
+                    envelope: Mapping[str, Any]) -> bool:
+    """Publish the envelope a step returned as a result event (``result_key``: its
+    idempotency key, which makes the event's id)."""
     events = publisher(app)
     if not events.enabled:
         return False
-    return events.publish(cloudevents.result_event(queue, task_id, envelope))
+    return events.publish(cloudevents.result_event(queue, result_key, envelope))
 
 
 def announce_dead_letter(app: Celery, details: Mapping[str, Any]) -> bool:
