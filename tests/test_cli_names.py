@@ -150,7 +150,10 @@ def test_an_unreachable_broker_is_one_line_with_exit_code_3(url: str) -> None:
 
 
 @pytest.mark.broker
-def test_a_wait_that_times_out_has_its_own_exit_code(on_broker: BrokerUnderTest) -> None:
-    result = cli(worker_env(on_broker.url), "run", "demorado", "--payload", '{"seconds": 0.8}',
-                 "--wait", "--timeout", "0.5")
-    assert_one_line_error(result, 4, "did not finish within 0.5 s")
+def test_a_wait_that_times_out_has_its_own_exit_code(on_broker: BrokerUnderTest,
+                                                     tmp_path: Path) -> None:
+    # atrasos retries after 3 s and 6 s before it fails: its result is pending for 9 s.
+    payload = json.dumps({"attempts_file": str(tmp_path / "attempts.jsonl")})
+    result = cli(worker_env(on_broker.url), "run", "atrasos", "--payload", payload,
+                 "--wait", "--timeout", "1")
+    assert_one_line_error(result, 4, "did not finish within 1 s")
