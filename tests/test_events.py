@@ -17,7 +17,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pika
 import pytest
 
 from orchestrator.events import cloudevents, destinations
@@ -129,23 +128,6 @@ def test_a_dead_letter_is_announced_with_step_correlation_id_and_reason(
     assert "tipo_evento" in event["exception_message"]
     assert event["attempts"] == 1
     assert cloudevents.DEAD_LETTER_TYPE in headers.values()
-
-
-@pytest.mark.broker
-def test_a_message_the_gate_refuses_is_announced_too(
-    worker: WorkerProcess, on_broker: BrokerUnderTest, wire: Any
-) -> None:
-    if on_broker.name != "amqp":
-        pytest.skip("a Celery-framed message for an unknown task is published with pika")
-    correlation_id = str(uuid.uuid4())
-    wire.channel.basic_publish(
-        exchange="", routing_key="escavador_eco", body=b'[[], {}, {}]',
-        properties=pika.BasicProperties(content_type="application/json", headers={
-            "task": "no_such_task", "id": str(uuid.uuid4()),
-            "x_correlation_id": correlation_id}))
-    _, event, _ = wire.next_event(("dead_letter",), correlation_id, 60)
-    assert event["reason"] == "unknown_task"
-    assert event["queue"] == "escavador_eco"
 
 
 @pytest.mark.broker

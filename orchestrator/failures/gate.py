@@ -22,7 +22,6 @@ from kombu.message import Message
 
 from orchestrator.correlation import HEADER
 from orchestrator.envelope import Envelope
-from orchestrator.events import publisher as events
 from orchestrator.failures import dead_letter
 from orchestrator.failures.errors import MessageRefused
 from orchestrator.plain_envelopes import as_task_message, plain_envelope
@@ -178,7 +177,6 @@ class GatedConsumer(Consumer):  # type: ignore[misc]
             message.reject_log_error(logger, self.connection_errors)
             return
         message.ack_log_error(logger, self.connection_errors)
-        events.announce_dead_letter(self.app, details)
 
     def on_decode_error(self, message: Message, exc: Exception) -> None:
         self.refuse(message, MessageRefused(dead_letter.REASON_MALFORMED, str(exc)))
