@@ -58,6 +58,7 @@ from nats.js.errors import (
     KeyDeletedError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
+    NoStreamResponseError,
     NotFoundError,
 )
 
@@ -419,9 +420,11 @@ class Transport(virtual.Transport):
     implements = virtual.Transport.implements.extend(
         asynchronous=True, exchange_type=frozenset(["direct", "topic", "fanout"]))
 
-    # NoRespondersError: JetStream is not answering yet (a server just restarted).
+    # NoRespondersError, NoStreamResponseError: JetStream is not answering yet (a server just
+    # restarted); Kombu's publish retry policy then tries again instead of failing the task.
     connection_errors = (*virtual.Transport.connection_errors, ConnectionClosedError,
-                         NoServersError, NoRespondersError, NatsTimeout, OSError)
+                         NoServersError, NoRespondersError, NoStreamResponseError, NatsTimeout,
+                         OSError)
     channel_errors = (*virtual.Transport.channel_errors, NotFoundError, BadRequestError)
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
