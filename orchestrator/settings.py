@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     events_max_age: float = Field(
         86400.0, description="Seconds the NATS events stream keeps an event."
     )
+    events_flush_interval: float = Field(
+        0.05, ge=0, description="NATS: seconds an unconfirmed event may wait to be sent "
+        "with the next ones (0: each at once)."
+    )
 
 
 @lru_cache(maxsize=1)

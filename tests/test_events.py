@@ -47,6 +47,10 @@ def envelope(tipo_evento: str, payload: dict[str, Any] | None = None) -> dict[st
 
 @pytest.fixture()
 def wire(on_broker: BrokerUnderTest) -> Iterator[Any]:
+    """The example's subscriber, on destinations declared first (NATS: a consumer needs the
+    stream; a worker or ``topology --declare`` makes it in a deployment)."""
+    with configured_app().connection_for_write() as connection:
+        declare_destinations(connection)
     opened = foreign_core.open_wire(on_broker.url)
     yield opened
     opened.close()
@@ -148,6 +152,25 @@ def test_each_broker_sink_delivers_an_event_to_a_plain_subscriber(
         sink.close()
     assert received == reply
     assert cloudevent_attributes(on_broker.name, headers)["id"] == event.id
+
+
+@pytest.mark.broker
+def test_events_still_held_for_a_batch_are_sent_when_the_sink_closes(
+    on_broker: BrokerUnderTest, wire: Any
+) -> None:
+    """NATS holds unconfirmed events for a batch (``ORCHESTRATOR_EVENTS_FLUSH_INTERVAL``);
+    a worker that shuts down closes its sink, which must send them rather than drop them."""
+    settings = Settings(events_flush_interval=600)
+    replies = [envelope("resultado_coleta", {"n": n}) for n in range(3)]
+    with configured_app().connection_for_write() as connection:
+        declare_destinations(connection, settings)
+        sink = SINKS[on_broker.url.split("://")[0]](connection, settings)
+        for reply in replies:
+            sink.send(cloudevents.result_event("escavador_eco", str(uuid.uuid4()), reply))
+        sink.close()
+        for reply in replies:
+            _, received, _ = wire.next_event(("resultado_coleta",), reply["correlation_id"], 30)
+            assert received == reply
 
 
 @pytest.mark.broker

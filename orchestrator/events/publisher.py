@@ -18,6 +18,7 @@ which an event does not need.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -25,7 +26,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from celery import Celery
+from celery import Celery, signals
 from kombu.connection import Connection
 from kombu.entity import Exchange
 from kombu.messaging import Producer
@@ -105,12 +106,22 @@ class RedisSink:
 
 
 class NatsSink:
-    """NATS: subject ``orq.events.<topic>.<queue>``, kept by the ``ORQ_EVENTS`` stream."""
+    """NATS: subject ``orq.events.<topic>.<queue>``, kept by the ``ORQ_EVENTS`` stream.
+
+    Unconfirmed events are sent in batches: the first event of a batch schedules one flush
+    on the transport's event loop ``ORCHESTRATOR_EVENTS_FLUSH_INTERVAL`` later, and the events
+    that arrive meanwhile ride along. nats-py lives on that loop's thread, and waking it for
+    every event made the step's own thread wait for the GIL after its socket calls. The
+    price: a process killed without a shutdown (SIGKILL, a hard time limit) loses the events
+    of its last interval; closing the sink (worker shutdown, a reconnect) sends them."""
 
     def __init__(self, connection: Connection, settings: Settings) -> None:
         connection.default_channel  # noqa: B018  (connects: the transport's loop is needed)
         self._transport = connection.transport
         self._settings = settings
+        self._interval = settings.events_flush_interval
+        self._pending: list[tuple[str, bytes, dict[str, str]]] = []
+        self._pending_lock = threading.Lock()
 
     def declare(self) -> None:
         self._transport.run(self._transport.declare_retained_stream(
@@ -120,16 +131,35 @@ class NatsSink:
 
     def send(self, event: Event) -> None:
         headers = {**event.headers(HEADER_PREFIX), "content-type": cloudevents.CONTENT_TYPE}
-        publication = self._transport.publish_retained(
-            destinations.subject(event.topic, event.queue), event.body, headers,
-            wait=self._settings.events_confirm)
+        subject = destinations.subject(event.topic, event.queue)
         if self._settings.events_confirm:
-            self._transport.run(publication)
-        else:
-            self._transport.submit(publication)
+            self._transport.run(self._transport.publish_retained(
+                subject, event.body, headers, wait=True))
+            return
+        with self._pending_lock:
+            self._pending.append((subject, event.body, headers))
+            first = len(self._pending) == 1
+        if first:
+            self._transport.submit(self._flush(self._interval))
+
+    async def _flush(self, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        with self._pending_lock:
+            batch, self._pending = self._pending, []
+        try:
+            for subject, body, headers in batch:
+                await self._transport.publish_retained(subject, body, headers, wait=False)
+        except Exception as exc:  # the connection broke: what is left of the batch is lost
+            logger.warning("%d events were not published: %s: %s", len(batch),
+                           type(exc).__name__, exc)
 
     def close(self) -> None:
-        """Nothing of its own: the transport's loop is the connection's."""
+        """Send what is still held (the transport's loop is the connection's: closed
+        with it)."""
+        if self._pending:
+            with contextlib.suppress(Exception):
+                self._transport.run(self._flush(0), timeout=5)
 
 
 SINKS: Mapping[str, type[AmqpSink] | type[RedisSink] | type[NatsSink]] = {
@@ -204,7 +234,10 @@ class EventPublisher:
         return self._sink
 
     def _drop(self) -> None:
-        connection, self._connection, self._sink = self._connection, None, None
+        connection, self._connection, sink, self._sink = self._connection, None, self._sink, None
+        if sink is not None:
+            with contextlib.suppress(Exception):
+                sink.close()
         if connection is not None:
             with contextlib.suppress(Exception):
                 connection.release()
@@ -249,3 +282,15 @@ def announce_dead_letter(app: Celery, details: Mapping[str, Any]) -> bool:
     if not events.enabled or not details.get("queue"):
         return False
     return events.publish(cloudevents.dead_letter_event(details))
+
+
+def close_publisher(**_: Any) -> None:
+    """Close this process's publisher, sending what it still holds (worker and pool-process
+    shutdown)."""
+    found = _publishers.pop(os.getpid(), None)
+    if found is not None:
+        found.close()
+
+
+signals.worker_process_shutdown.connect(close_publisher, weak=False)
+signals.worker_shutdown.connect(close_publisher, weak=False)
