@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
+import pytest
 import redis
 
 from orchestrator.devmode.embedded_broker import RESULTS_DB, EmbeddedBroker
+from orchestrator.devmode.processes import ManagedProcess
+from orchestrator.devmode.session import _worker_ready
+from orchestrator.devmode.state import STATE_FILE, running_dev
+from tests.support.waiting import wait_until
 
 ORCHESTRATOR_CLI = str(Path(sys.executable).with_name("orchestrator"))
 
 
+def no_orchestrator_settings() -> dict[str, str]:
+    """The environment of a user who configured nothing."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
+
+
 def run_dev(data_dir: Path) -> dict[str, object]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
+    env = no_orchestrator_settings()
     result = subprocess.run([ORCHESTRATOR_CLI, "dev", "--demo", "--once", "--json",
                              "--data-dir", str(data_dir)], env=env, cwd=data_dir.parent,
                             capture_output=True, text=True, timeout=240, check=False)
@@ -42,6 +55,8 @@ def test_dev_demo_runs_a_pipeline_on_the_embedded_broker_and_keeps_its_data(
     assert demo["final"]["correlation_id"] == demo["correlation_id"]
 
     second = run_dev(data_dir)
+    assert second["services"]["broker"] == services["broker"], (  # type: ignore[index]
+        "the embedded port is the same on every run of one data directory")
     lines = (data_dir / "arquivo" / "resultados.jsonl").read_text().splitlines()
     ids = [json.loads(line)["correlation_id"] for line in lines]
     assert ids == [demo["correlation_id"], second["demo"]["correlation_id"]]  # type: ignore[index]
@@ -52,3 +67,104 @@ def test_dev_demo_runs_a_pipeline_on_the_embedded_broker_and_keeps_its_data(
         assert len(results.keys("celery-task-meta-*")) >= 4, "both runs' results survived"
     finally:
         broker.stop()
+
+
+class RunningDev:
+    """``orchestrator dev --no-flower`` in the background, as a user leaves it running."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.process = subprocess.Popen(
+            [ORCHESTRATOR_CLI, "dev", "--no-flower", "--data-dir", str(data_dir)],
+            env=no_orchestrator_settings(), cwd=data_dir.parent, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
+        wait_until(lambda: self.process.poll() is not None or running_dev(data_dir),
+                   timeout=120, message="orchestrator dev to say where it is")
+        assert self.process.poll() is None, self.process.communicate()
+        self.children = psutil.Process(self.process.pid).children(recursive=True)
+        names = " ".join(" ".join(child.cmdline()) for child in self.children)
+        assert "valkey" in names and "worker" in names and "devmode.guard" in names, names
+
+    def left_behind(self) -> list[psutil.Process]:
+        return [child for child in self.children
+                if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        for child in self.left_behind():
+            child.kill()
+
+
+@pytest.fixture()
+def running_dev_session(tmp_path: Path) -> Iterator[RunningDev]:
+    session = RunningDev(tmp_path / "data")
+    yield session
+    session.stop()
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ORCHESTRATOR_CLI, *args], env=no_orchestrator_settings(), cwd=cwd,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_other_commands_find_a_running_dev_and_a_second_one_refuses(
+    running_dev_session: RunningDev,
+) -> None:
+    data_dir = running_dev_session.data_dir
+    state = running_dev(data_dir)
+    assert state is not None and state.broker_url is not None
+
+    second = run_cli("dev", "--no-flower", "--once", "--data-dir", str(data_dir),
+                     cwd=data_dir.parent)
+    assert second.returncode == 1
+    assert second.stderr.count("\n") == 1 and "another orchestrator dev" in second.stderr
+    assert f"pid {running_dev_session.process.pid}" in second.stderr
+    assert running_dev(data_dir) == state, "the refused one left the first one's files alone"
+
+    exports = run_cli("dev", "--env", "--data-dir", str(data_dir), cwd=data_dir.parent)
+    assert exports.returncode == 0, exports.stderr
+    assert f"export ORCHESTRATOR_BROKER_URL={state.broker_url}" in exports.stdout.splitlines()
+
+    # No broker configured, in the folder of the running session: its broker, said in a line.
+    listing = run_cli("dlq", "list", "--json", cwd=data_dir.parent)
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stderr.splitlines() == [
+        f"using the orchestrator dev running on {data_dir} (pid "
+        f"{running_dev_session.process.pid}): broker {state.broker_url}"]
+
+
+def test_ctrl_c_with_a_closed_pipe_still_stops_every_child(
+    running_dev_session: RunningDev,
+) -> None:
+    """``orchestrator dev | tee log``, then Ctrl-C: tee is gone before "stopping..."."""
+    dev = running_dev_session.process
+    assert dev.stdout is not None
+    dev.stdout.close()
+    dev.send_signal(signal.SIGINT)
+    assert dev.wait(timeout=90) == 130
+    assert running_dev_session.left_behind() == []
+    assert not (running_dev_session.data_dir / STATE_FILE).exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_stopped_or_killed_dev_leaves_no_child_behind(
+    running_dev_session: RunningDev, signum: int,
+) -> None:
+    running_dev_session.process.send_signal(signum)
+    running_dev_session.process.wait(timeout=90)
+    wait_until(lambda: not running_dev_session.left_behind(), timeout=60,
+               message="the worker and Valkey to stop with orchestrator dev")
+    assert running_dev(running_dev_session.data_dir) is None
+
+
+def test_readiness_is_read_from_this_runs_lines_only(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    log.write_text("[...] celery@old ready.\n")  # an earlier run's line
+    process = ManagedProcess("worker", [sys.executable, "-c", "import time; time.sleep(30)"],
+                             dict(os.environ), log, _worker_ready).start()
+    try:
+        with pytest.raises(TimeoutError):
+            process.wait_ready(timeout=1)
+    finally:
+        process.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -13,11 +14,31 @@ from orchestrator.cli.dlq import dlq_group
 from orchestrator.cli.metrics import metrics_command
 from orchestrator.cli.run import run_command
 from orchestrator.cli.topology import topology_command
+from orchestrator.devmode.state import running_dev
+from orchestrator.settings import get_settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
+@click.pass_context
+def cli(context: click.Context) -> None:
     """Orchestrator core: escavadores (collectors) and executadores (executors) on Celery."""
+    if context.invoked_subcommand != "dev":
+        adopt_running_dev()
+
+
+def adopt_running_dev() -> None:
+    """With no broker configured, use the ``orchestrator dev`` running on the data directory
+    (``./data`` unless ORCHESTRATOR_DATA_DIR says otherwise), and say so in one line."""
+    if os.environ.get("ORCHESTRATOR_BROKER_URL"):
+        return
+    state = running_dev(get_settings().data_dir.resolve())
+    if state is None or not state.broker_url:
+        return
+    for name, value in state.environment().items():
+        os.environ.setdefault(name, value)
+    get_settings.cache_clear()
+    err_console.print(f"using the orchestrator dev running on {state.data_dir} (pid "
+                      f"{state.pid}): broker {state.broker_url}")
 
 
 cli.add_command(run_command)

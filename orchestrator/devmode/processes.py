@@ -21,11 +21,13 @@ class ManagedProcess:
         self.env = env
         self.log_path = log_path
         self._is_ready = is_ready
+        self._log_offset = 0
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
+            self._log_offset = log.tell()  # the log goes on from earlier runs: not theirs
             self.process = subprocess.Popen(self.command, env=self.env, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
         return self
@@ -39,7 +41,13 @@ class ManagedProcess:
         return self.process is not None and self.process.poll() is None
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        """What this run wrote to the log (readiness is never read from an earlier run's
+        lines)."""
+        if not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_offset)
+            return log.read().decode(errors="replace")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -4,7 +4,10 @@ Without ``ORCHESTRATOR_BROKER_URL`` an embedded Valkey (append-only, under the d
 directory) is the Redis Streams broker and the result backend; with it, that broker is used.
 A worker for every queue and Flower (behind basic auth with a generated password, bound to
 127.0.0.1) run as child process groups; the demo serves the bundled sample feed on localhost
-and runs ``escavador_youtube -> executador_arquivo``. Stopping stops everything, in reverse.
+and runs ``escavador_youtube -> executador_arquivo``. Stopping stops everything, in reverse;
+a guard process (:mod:`orchestrator.devmode.guard`) stops the children if this process dies
+without stopping them. The data directory is locked while a session runs, and ``dev.json``
+there tells the other commands where its services are (:mod:`orchestrator.devmode.state`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,9 @@ import httpx
 
 from orchestrator.devmode.embedded_broker import EmbeddedBroker
 from orchestrator.devmode.feed_server import SAMPLE_CHANNEL_ID, SampleFeedServer
+from orchestrator.devmode.guard import Guard
 from orchestrator.devmode.processes import ManagedProcess, celery_command
+from orchestrator.devmode.state import DevLock, DevState, remove_state, write_state
 from orchestrator.settings import get_settings, redact_url
 
 
@@ -57,12 +63,19 @@ class DevSession:
     feed_server: SampleFeedServer | None = None
     processes: list[ManagedProcess] = field(default_factory=list)
     facts: dict[str, str] = field(default_factory=dict)
+    lock: DevLock | None = None
+    guard: Guard | None = None
+    flower_url: str | None = None
 
     def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """Lock the data directory (:class:`~orchestrator.devmode.state.DevAlreadyRunning`
+        if another session holds it), start everything, wait for it, say where it is."""
+        self.lock = DevLock(self.data_dir).acquire()
+        self.guard = Guard()
         env = dict(os.environ)
         if not env.get("ORCHESTRATOR_BROKER_URL"):
-            self.embedded = EmbeddedBroker(self.data_dir / "valkey").start()
+            self.embedded = EmbeddedBroker(self.data_dir / "valkey").start_on_remembered_port()
+            self.guard.watch(self.embedded.pid, group=False)
             env["ORCHESTRATOR_BROKER_URL"] = self.embedded.broker_url
             env["ORCHESTRATOR_RESULT_BACKEND"] = self.embedded.result_backend
             self.facts["broker"] = f"{self.embedded.broker_url} (embedded Valkey)"
@@ -84,12 +97,25 @@ class DevSession:
             celery_command("worker", "--loglevel=INFO", f"--concurrency={self.concurrency}",
                            "-n", "dev@%h"),
             env, logs / "worker.log", _worker_ready)
-        self.processes.append(worker.start())
+        self._start(worker)
         self.facts["worker"] = f"pid {worker.pid}, every queue, log {worker.log_path}"
         if self.flower:
             self._start_flower(env, logs)
         for process in self.processes:
             process.wait_ready()
+        write_state(DevState(
+            pid=os.getpid(), data_dir=str(self.data_dir),
+            broker_url=self.embedded.broker_url if self.embedded else None,
+            result_backend=self.embedded.result_backend if self.embedded else None,
+            flower_url=self.flower_url,
+            started_at=datetime.now(UTC).isoformat(timespec="seconds")))
+        self.facts["other commands"] = (f"find this session by its {self.data_dir.name}/ "
+                                        "folder, or: eval \"$(orchestrator dev --env)\"")
+
+    def _start(self, process: ManagedProcess) -> None:
+        self.processes.append(process.start())
+        assert self.guard is not None and process.pid is not None
+        self.guard.watch(process.pid, group=True)  # its own session: the pool goes with it
 
     def _start_flower(self, env: dict[str, str], logs: Path) -> None:
         port = self.flower_port or _free_port()
@@ -100,7 +126,8 @@ class DevSession:
             "flower",
             celery_command("flower", f"--port={port}", "--address=127.0.0.1"),
             flower_env, logs / "flower.log", _flower_ready(url))
-        self.processes.append(flower.start())
+        self._start(flower)
+        self.flower_url = url
         self.facts["flower"] = f"{url}  (user dev, password {password})"
 
     def run_demo(self, timeout: float = 120.0) -> dict[str, Any]:
@@ -121,9 +148,16 @@ class DevSession:
         return None
 
     def stop(self) -> None:
+        if self.lock is None:
+            return  # it never started: another session's files are not ours to touch
+        remove_state(self.data_dir)
         for process in reversed(self.processes):
             process.stop()
         if self.feed_server is not None:
             self.feed_server.stop()
         if self.embedded is not None:
             self.embedded.stop()
+        if self.guard is not None:
+            self.guard.close()
+        self.lock.release()
+        self.lock = None
