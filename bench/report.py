@@ -261,6 +261,48 @@ def cost_table(broker: BrokerRecord, broker_rows: list[CostRow]) -> Table:
     return result
 
 
+# -- bulk triggering (run_pipelines) ----------------------------------------------------------
+
+BULK = "orchestrator-bulk"
+"""The side that starts the publish scenario's pipelines with ``run_pipelines``."""
+BULK_TARGET = 5.0
+"""Issue 16: bulk triggering at least 5x the single ``run_pipeline`` rate."""
+
+
+@dataclass(frozen=True)
+class BulkRow:
+    """Pipelines started per second one at a time, in bulk, and the per-round ratio."""
+
+    one_at_a_time: float
+    bulk: float
+    ratio: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: None if math.isnan(value) else value
+                for name, value in asdict(self).items()}
+
+
+def bulk_rows(broker: BrokerRecord) -> list[BulkRow]:
+    record = broker.scenarios.get("publish")
+    if record is None or not _values(record, BULK, "publish_per_s"):
+        return []
+    return [BulkRow(median(_values(record, ORCHESTRATOR, "publish_per_s")),
+                    median(_values(record, BULK, "publish_per_s")),
+                    median(_round_ratios(record, "publish_per_s", BULK, ORCHESTRATOR)))]
+
+
+def bulk_table(broker: BrokerRecord, broker_rows: list[BulkRow]) -> Table:
+    result = Table(title=f"{broker.name}: bulk triggering, confirms on", title_justify="left")
+    for column in ("run_pipeline/s", "run_pipelines/s", "ratio", "target", "ok?"):
+        result.add_column(column, justify="right")
+    for row in broker_rows:
+        result.add_row(_number(row.one_at_a_time, 0), _number(row.bulk, 0),
+                       _number(row.ratio, 2), f">= {BULK_TARGET:g}",
+                       _verdict(row.ratio >= BULK_TARGET if not math.isnan(row.ratio)
+                                else None))
+    return result
+
+
 # -- the console tables ------------------------------------------------------------------------
 
 def _number(value: float, decimals: int) -> str:
@@ -301,6 +343,9 @@ def render(console: Console, records: list[BrokerRecord]) -> None:
         events = cost_rows(broker)
         if events:
             console.print(cost_table(broker, events))
+        bulk = bulk_rows(broker)
+        if bulk:
+            console.print(bulk_table(broker, bulk))
         for scenario, record in broker.scenarios.items():
             for error in record.errors:
                 console.print(f"[red]{escape(f'{broker.name} {scenario}: {error}')}[/red]")

@@ -29,7 +29,7 @@ from bench.scenarios import (
 )
 from bench.services import BROKERS, unavailable_reason
 from bench.side import Side
-from bench.side_orchestrator import OrchestratorSide
+from bench.side_orchestrator import BulkOrchestratorSide, OrchestratorSide
 from bench.side_plain import PlainSide
 from orchestrator.settings import redact_url
 
@@ -173,28 +173,30 @@ def run(plan: Plan, console: Console) -> tuple[list[BrokerRecord], bool]:
     sides: tuple[Side, ...] = (plain, orchestrator)
     if plan.events_cost:
         sides += (OrchestratorSide(plan.redis_url, events=False),)
+    bulk = BulkOrchestratorSide(plan.redis_url)
     measures = _measures(plan)
     records: list[BrokerRecord] = []
     interrupted = False
     try:
-        _run_brokers(plan, sides, measures, ctx, console, records)
+        _run_brokers(plan, sides, bulk, measures, ctx, console, records)
     except KeyboardInterrupt:
         interrupted = True
         console.log("[yellow]interrupted: reporting what was measured so far[/yellow]")
     finally:
-        for side in sides:
+        for side in (*sides, bulk):
             side.close()
         services.tidy_redis(plan.redis_url)
     return records, interrupted
 
 
-def _run_brokers(plan: Plan, sides: tuple[Side, ...],
+def _run_brokers(plan: Plan, sides: tuple[Side, ...], bulk: Side,
                  measures: dict[str, Measure],
                  ctx: Context, console: Console, records: list[BrokerRecord]) -> None:
     """Fill ``records`` as measurements complete, so an interrupt keeps what was measured.
 
     Per scenario and round, every broker in turn: brokers compared with each other (Streams
-    against stock Redis, NATS against RabbitMQ) see the same machine weather too.
+    against stock Redis, NATS against RabbitMQ) see the same machine weather too. The bulk
+    side (``run_pipelines``) takes its turns in the publish scenario only.
     """
     available: list[tuple[BrokerRecord, str]] = []
     for name in plan.brokers:
@@ -211,12 +213,12 @@ def _run_brokers(plan: Plan, sides: tuple[Side, ...],
         paired = _paired_measures(plan).get(scenario)
         for round_number in range(1, plan.rounds + 1):
             for record, url in available:
-                for side in sides:
+                for side in (*sides, bulk):
                     side.use_broker(url)
                 title = f"[{record.name}] {scenario}"
                 target = record.scenarios[scenario]
                 if paired is not None:
-                    _run_paired_round(target, paired, sides, plan, console, title,
+                    _run_paired_round(target, paired, (*sides, bulk), plan, console, title,
                                       round_number)
                 else:
                     _run_round(target, measures[scenario], sides, plan, ctx, console, title,

@@ -203,6 +203,7 @@ class NatsChannel(virtual.Channel):
         self._consumer_tasks: dict[str, list[Any]] = {}
         self._outstanding = 0
         self._outstanding_lock = threading.Lock()
+        self._batch: list[tuple[str, dict[str, Any]]] | None = None  # see start_batch
 
     # -- declaration ------------------------------------------------------------------------
 
@@ -250,8 +251,27 @@ class NatsChannel(virtual.Channel):
         if self.transport.known_transient(queue):
             # Live-only (events, replies): nothing to confirm, so do not wait for the loop.
             self.transport.submit(self.transport.put(queue, message))
+        elif self._batch is not None:
+            self._batch.append((queue, message))
         else:
             self.transport.run(self.transport.put(queue, message))
+
+    def start_batch(self) -> None:
+        """Hold the durable messages published from now on until :meth:`finish_batch`
+        (:mod:`orchestrator.transports.confirm_batch`)."""
+        self._batch = []
+
+    def finish_batch(self, timeout: float) -> list[BaseException | None]:
+        """Publish the held messages concurrently, in one trip to the loop, and wait for
+        their PubAcks; each one's outcome (None: JetStream stored it), in order."""
+        batch, self._batch = self._batch or [], None
+        if not batch:
+            return []
+        try:
+            replies = self.transport.run(self.transport.put_many(batch, timeout), timeout + 5)
+        except Exception as exc:
+            return [exc] * len(batch)
+        return [reply if isinstance(reply, BaseException) else None for reply in replies]
 
     def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str,
                     **kwargs: Any) -> None:
@@ -694,6 +714,17 @@ class Transport(virtual.Transport):
         await self.kv.put(key, json.dumps(value).encode())
 
     # -- publishing -------------------------------------------------------------------------
+
+    async def put_many(self, messages: list[tuple[str, dict[str, Any]]],
+                       timeout: float) -> list[BaseException | None]:
+        """:meth:`put` every message at once (their PubAcks overlap); each one's outcome."""
+        async def one(queue: str, message: dict[str, Any]) -> None:
+            await asyncio.wait_for(self.put(queue, message), timeout)
+
+        outcomes = await asyncio.gather(*(one(queue, message) for queue, message in messages),
+                                        return_exceptions=True)
+        return [outcome if isinstance(outcome, BaseException) else None
+                for outcome in outcomes]
 
     async def put(self, queue: str, message: dict[str, Any]) -> None:
         data = dumps(message).encode()

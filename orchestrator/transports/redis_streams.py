@@ -320,6 +320,7 @@ class Channel(kombu_redis.Channel):
         self._ack_replies_due = 0
         self._reclaimed_on_get: set[str] = set()
         self._capped_pending = 0  # replies of append_capped not read yet
+        self._batch: list[tuple[str, str]] | None = None  # see start_batch
         self._tag_prefix = uuid.uuid4().hex[:12] + "."
         self._tag_numbers = itertools.count(1)
         super().__init__(*args, **kwargs)
@@ -419,8 +420,32 @@ class Channel(kombu_redis.Channel):
             self._writer.append_transient(queue, dumps(message), self.transient_maxlen,
                                           self._expires.get(queue))
             return
+        if self._batch is not None:
+            self._batch.append((queue, dumps(message)))
+            return
         with self.conn_or_acquire() as client:
             client.xadd(queue, {"payload": dumps(message), "returns": 0})
+
+    def start_batch(self) -> None:
+        """Hold the durable messages published from now on until :meth:`finish_batch`
+        (:mod:`orchestrator.transports.confirm_batch`)."""
+        self._batch = []
+
+    def finish_batch(self, timeout: float) -> list[BaseException | None]:
+        """Write the held messages as one pipeline of ``XADD``s; each one's outcome (None:
+        Redis added it), in order. A broken connection fails every one not yet answered."""
+        batch, self._batch = self._batch or [], None
+        if not batch:
+            return []
+        try:
+            with self.conn_or_acquire() as client:
+                pipeline = client.pipeline(transaction=False)
+                for queue, payload in batch:
+                    pipeline.xadd(queue, {"payload": payload, "returns": 0})
+                replies = pipeline.execute(raise_on_error=False)
+        except Exception as exc:
+            return [exc] * len(batch)
+        return [reply if isinstance(reply, BaseException) else None for reply in replies]
 
     def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str,
                     **kwargs: Any) -> None:
