@@ -14,11 +14,24 @@ from orchestrator.cli.common import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_TIMEOUT,
+    ServiceError,
+    bound_result_backend,
+    check_result_backend,
     console,
-    err_console,
+    lost_backend,
+    one_line,
+    print_error,
     print_json,
+    redis_failure,
 )
-from orchestrator.pipeline import PipelineError, dumps_envelopes, forget_pending, run_pipeline
+from orchestrator.pipeline import (
+    PipelineError,
+    PipelineHandle,
+    build_pipeline,
+    dumps_envelopes,
+    forget_pending,
+)
+from orchestrator.settings import get_settings
 
 
 def _split(value: str | None) -> list[str]:
@@ -77,12 +90,7 @@ def run_command(fontes: str, payload: str, execute: str | None, option_pairs: tu
         raise click.BadParameter("must be a JSON object", param_hint="--payload")
     executadores = _split(execute)
     options = _parse_options(option_pairs, executadores)
-    try:
-        handle = run_pipeline(_split(fontes), payload_data, execute=options or None,
-                              correlation_id=correlation_id)
-    except PipelineError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise SystemExit(EXIT_CONFIG) from None
+    handle = _send(_split(fontes), payload_data, options, correlation_id)
     if not wait:
         if as_json:
             print_json({"correlation_id": handle.correlation_id, "steps": list(handle.steps)})
@@ -101,6 +109,12 @@ def run_command(fontes: str, payload: str, execute: str | None, option_pairs: tu
         raise SystemExit(EXIT_TIMEOUT) from None
     except Exception as exc:  # the step's own exception travels back through the backend
         forget_pending(handle.result)
+        lost = lost_backend(exc)
+        if lost is not None:
+            failure = _backend_failure(lost, f"pipeline {handle.correlation_id} was sent and "
+                                             "goes on running")
+            _report(handle.correlation_id, as_json, str(failure))
+            raise SystemExit(failure.exit_code) from None
         _report(handle.correlation_id, as_json,
                 f"pipeline {handle.correlation_id} failed: {type(exc).__name__}: {exc}")
         raise SystemExit(EXIT_FAILED) from None
@@ -110,8 +124,37 @@ def run_command(fontes: str, payload: str, execute: str | None, option_pairs: tu
         console.print_json(dumps_envelopes(envelopes))
 
 
+def _send(fontes: list[str], payload: dict[str, Any], options: dict[str, dict[str, Any]],
+          correlation_id: str | None) -> PipelineHandle:
+    """Check the request, then the result backend, then send: nothing is sent that could not
+    be followed (the result backend gives up within seconds, README "Triggering pipelines")."""
+    from orchestrator.celery_app import app
+
+    bound_result_backend(app)
+    try:
+        envelope, canvas, steps = build_pipeline(app, fontes, payload, options or None,
+                                                 correlation_id)
+    except PipelineError as exc:
+        print_error(exc)
+        raise SystemExit(EXIT_CONFIG) from None
+    check_result_backend(app, note="nothing was sent")
+    try:
+        result = canvas.apply_async()
+    except Exception as exc:  # Celery subscribes to the result before it publishes
+        lost = lost_backend(exc)
+        if lost is None:
+            raise
+        raise _backend_failure(lost, "nothing was sent") from None
+    return PipelineHandle(str(envelope.correlation_id), result, steps)
+
+
+def _backend_failure(exc: BaseException, note: str) -> ServiceError:
+    return redis_failure("the result backend", get_settings().result_backend, exc, note=note)
+
+
 def _report(correlation_id: str, as_json: bool, message: str) -> None:
+    """A failure after the pipeline was sent: the error line, or JSON with ``--json``."""
     if as_json:
-        print_json({"correlation_id": correlation_id, "error": message})
+        print_json({"correlation_id": correlation_id, "error": one_line(message)})
     else:
-        err_console.print(f"[red]error:[/red] {message}")
+        print_error(message)
