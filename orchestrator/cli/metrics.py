@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import signal
 import threading
 from types import FrameType
@@ -10,7 +11,7 @@ import click
 from prometheus_client import start_http_server
 from prometheus_client.registry import CollectorRegistry
 
-from orchestrator.cli.common import console
+from orchestrator.cli.common import EXIT_CONFIG, ServiceError, console
 
 
 @click.command("metrics")
@@ -24,8 +25,18 @@ def metrics_command(port: int, address: str) -> None:
 
     registry = CollectorRegistry()
     registry.register(QueueDepthCollector(app, topology))
-    events = TaskEventMetrics(app, registry).start()
-    server, _thread = start_http_server(port, addr=address, registry=registry)
+    events = TaskEventMetrics(app, registry)
+    # The port first: taken, it is said at once, before any broker connection is made.
+    try:
+        server, _thread = start_http_server(port, addr=address, registry=registry)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ServiceError(f"port {port} on {address} is in use: pick another with --port",
+                               EXIT_CONFIG) from None
+        raise ServiceError(f"cannot listen on {address} port {port}: "
+                           f"{exc.strerror or exc}: pick another --address or --port",
+                           EXIT_CONFIG) from None
+    events.start()
     console.print(f"metrics on http://{address}:{port}/metrics (Ctrl-C stops)")
     stopping = threading.Event()
 
