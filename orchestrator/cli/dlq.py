@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import click
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from orchestrator.cli.common import EXIT_FAILED, console, err_console, print_json
+from orchestrator.cli.common import (
+    BACKEND_VARIABLE,
+    EXIT_FAILED,
+    check_redis,
+    console,
+    one_line,
+    print_error,
+    print_json,
+)
 from orchestrator.failures import dead_letter_queues as dlq
+from orchestrator.settings import get_settings
+
+ERROR_CHARS = 80
+"""``dlq list`` shows this much of a dead letter's error (``dlq show`` has all of it)."""
 
 
 def _age(seconds: float | None) -> str:
@@ -31,7 +46,8 @@ def dlq_group() -> None:
 @click.option("--limit", default=200, show_default=True, help="At most this many entries.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
 def list_command(queue: str | None, limit: int, as_json: bool) -> None:
-    """Count per DLQ, then the entries: reason, task, correlation id, attempts, error, age."""
+    """Count per DLQ, then the entries: id, queue, reason, attempts, age, correlation id,
+    error."""
     counts = dlq.counts(queue)
     letters = dlq.list_dead_letters(queue, limit=limit)
     if as_json:
@@ -43,18 +59,34 @@ def list_command(queue: str | None, limit: int, as_json: bool) -> None:
     for name, count in counts.items():
         totals.add_row(name, str(count))
     console.print(totals)
-    if not letters:
+    print_entries(console, [letter.summary() for letter in letters])
+
+
+def print_entries(out: Console, entries: Sequence[dict[str, Any]]) -> None:
+    """Dead letters (their ``summary()``) for a terminal of 100 columns: three lines each,
+    the id first and whole on its own line (it is what ``show`` and ``replay`` take), with
+    queue, reason, attempts and age; then the correlation id; then the error, shortened."""
+    if not entries:
         return
-    entries = Table(title="Entries")
-    for column in ("id", "queue", "reason", "task", "correlation id", "attempts", "last error",
-                   "age"):
-        entries.add_column(column, overflow="fold")
-    for letter in letters:
-        row = letter.summary()
-        entries.add_row(row["id"], row["queue"], str(row["reason"]), str(row["task"]),
-                        str(row["correlation_id"]), str(row["attempts"]),
-                        str(row["last_error"])[:80], _age(row["age_seconds"]))
-    console.print(entries)
+    id_width = max(len(str(row["id"])) for row in entries)
+    queue_width = max(len(str(row["queue"])) for row in entries)
+    reason_width = max(len(str(row["reason"])) for row in entries)
+    out.print(f"[bold]Entries[/bold] ({len(entries)}, oldest first per queue; "
+              "`dlq show ID` for one in full)")
+    for row in entries:
+        attempts = "?" if row["attempts"] is None else row["attempts"]
+        task = row["task"]
+        also = f"  task {task}" if task and task != row["queue"] else ""
+        error = one_line(row["last_error"]) or "(no error recorded)"
+        if len(error) > ERROR_CHARS:
+            error = error[:ERROR_CHARS - 1] + "…"
+        # Text, not markup: ids, names and errors are shown as they are.
+        out.print(Text.assemble(
+            (f"{row['id']!s:<{id_width}}", "bold"),
+            f"  {row['queue']!s:<{queue_width}}  {row['reason']!s:<{reason_width}}  "
+            f"attempts {attempts}  {_age(row['age_seconds'])} ago"))
+        out.print(Text(f"    correlation id {row['correlation_id'] or '?'}{also}"))
+        out.print(Text(f"    {error}", style="dim"))
 
 
 @dlq_group.command("show")
@@ -66,7 +98,7 @@ def show_command(letter_id: str, queue: str | None, as_json: bool) -> None:
     try:
         letter = dlq.show(letter_id, queue=queue)
     except dlq.DeadLetterNotFound as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise SystemExit(EXIT_FAILED) from None
     if as_json:
         print_json(letter.full())
@@ -106,10 +138,11 @@ def replay_command(letter_id: str | None, all_: bool, queue: str | None, as_json
     """Send dead letters back to their queue: retry count reset, correlation id kept."""
     if bool(letter_id) == all_:
         raise click.UsageError("give a dead-letter ID or --all")
+    _check_journal()
     try:
         moved = dlq.replay(letter_id, queue=queue, all_=all_)
     except dlq.DeadLetterNotFound as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise SystemExit(EXIT_FAILED) from None
     if as_json:
         print_json({"replayed": [letter.summary() for letter in moved]})
@@ -118,6 +151,18 @@ def replay_command(letter_id: str | None, all_: bool, queue: str | None, as_json
         console.print(f"replayed {letter.id} -> {letter.queue} "
                       f"(correlation_id {letter.summary()['correlation_id']})")
     console.print(f"{len(moved)} message(s) replayed")
+
+
+def _check_journal() -> None:
+    """A replay records each message it moved in Redis (the idempotency store, by default the
+    result backend): checked before the first message moves, and given up within seconds."""
+    settings = get_settings()
+    if settings.idempotency_url:
+        check_redis("the idempotency store", settings.idempotency_url,
+                    "ORCHESTRATOR_IDEMPOTENCY_URL", note="nothing was replayed")
+    else:
+        check_redis("the result backend", settings.result_backend, BACKEND_VARIABLE,
+                    note="nothing was replayed")
 
 
 @dlq_group.command("purge")
