@@ -69,7 +69,7 @@ def _payload_text(value: str) -> str:
 
 
 @click.command("run")
-@click.argument("fontes")
+@click.argument("fontes", required=False)
 @click.option("--payload", default="{}", show_default=True,
               help="JSON object for iniciar_coleta; @FILE reads it from FILE, - from stdin.")
 @click.option("--execute", "execute", default=None, help="Executadores, comma-separated.")
@@ -79,9 +79,20 @@ def _payload_text(value: str) -> str:
 @click.option("--wait", is_flag=True, help="Wait for the pipeline and print the final envelope.")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait with --wait.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
-def run_command(fontes: str, payload: str, execute: str | None, option_pairs: tuple[str, ...],
-                correlation_id: str | None, wait: bool, timeout: float, as_json: bool) -> None:
-    """Run escavador(es) FONTES (e.g. youtube or youtube,rss) then the executadores."""
+@click.option("--from", "source", default=None, metavar="FILE",
+              help="Start one pipeline per JSON line of FILE (- for stdin), confirmed in bulk: "
+                   '{"collect": ..., "payload": {...}, "execute": ..., "correlation_id": ...}.')
+def run_command(fontes: str | None, payload: str, execute: str | None,
+                option_pairs: tuple[str, ...], correlation_id: str | None, wait: bool,
+                timeout: float, as_json: bool, source: str | None) -> None:
+    """Run escavador(es) FONTES (e.g. youtube or youtube,rss) then the executadores; or,
+    with --from, every pipeline of a file."""
+    if source is not None:
+        _run_from(source, fontes, payload, execute, option_pairs, correlation_id, wait,
+                  as_json)
+        return
+    if not fontes:
+        raise click.UsageError("give FONTES (e.g. youtube), or --from FILE")
     try:
         payload_data = json.loads(_payload_text(payload))
     except ValueError as exc:
@@ -146,6 +157,27 @@ def _send(fontes: list[str], payload: dict[str, Any], options: dict[str, dict[st
             raise
         raise _backend_failure(lost, "nothing was sent") from None
     return PipelineHandle(str(envelope.correlation_id), result, steps)
+
+
+def _run_from(source: str, fontes: str | None, payload: str, execute: str | None,
+              option_pairs: tuple[str, ...], correlation_id: str | None, wait: bool,
+              as_json: bool) -> None:
+    """``--from``: each line carries its own request; the single-pipeline options do not
+    apply (nor ``--wait``: a batch's results are followed by their correlation ids)."""
+    given = [name for name, value in (("FONTES", fontes), ("--execute", execute),
+                                      ("--option", option_pairs),
+                                      ("--correlation-id", correlation_id), ("--wait", wait))
+             if value] + (["--payload"] if payload != "{}" else [])
+    if given:
+        raise click.UsageError(f"--from takes each request from its lines: drop "
+                               f"{', '.join(given)}")
+    from orchestrator.celery_app import app
+    from orchestrator.cli.run_batch import read_requests, run_from
+
+    numbers, requests = read_requests(source)
+    bound_result_backend(app)
+    check_result_backend(app, note="nothing was sent")
+    run_from(numbers, requests, as_json)
 
 
 def _backend_failure(exc: BaseException, note: str) -> ServiceError:
