@@ -395,3 +395,25 @@ def test_dlq_list_piped_stays_whole_and_json_keeps_everything(
         FakeLetter(summary) for summary in summaries])
     result = CliRunner().invoke(dlq_cli.dlq_group, ["list", "--json"], catch_exceptions=False)
     assert json.loads(result.stdout)["entries"] == summaries
+
+
+# --- the broker refusing the login ----------------------------------------------------------
+
+
+@pytest.mark.broker
+def test_a_broker_refusing_the_login_is_one_line_with_exit_code_2(
+        on_broker: BrokerUnderTest) -> None:
+    """RabbitMQ's ACCESS_REFUSED and Redis's failed AUTH are configuration, not an outage.
+    (The suite's NATS has no authentication: any credentials are accepted there.)"""
+    rest = on_broker.url.partition("://")[2]
+    host = rest.rsplit("@", 1)[-1]
+    url = {"amqp": f"amqp://guest:wrongpass@{host}",
+           "redis-streams": f"redis-streams://nobody:wrongpass@{host}"}.get(on_broker.name)
+    if url is None:
+        assert on_broker.name == "nats"
+        return
+    result, took = timed_cli(worker_env(url), "dlq", "list")
+    assert_one_line_error(result, 2, "refused the login",
+                          "fix the credentials in ORCHESTRATOR_BROKER_URL")
+    assert "wrongpass" not in result.stderr + result.stdout
+    assert took < BOUND, f"gave up after {took:.1f} s"

@@ -110,7 +110,8 @@ def test_an_unexpected_failure_is_one_line_with_exit_code_1() -> None:
 
 def test_a_usage_error_is_one_line_too() -> None:
     env = worker_env("amqp://guest:guest@127.0.0.1:1//")
-    assert_one_line_error(cli(env, "run"), 2, "Missing argument", "orchestrator run --help")
+    assert_one_line_error(cli(env, "run"), 2, "give FONTES", "--from FILE",
+                          "orchestrator run --help")
     assert_one_line_error(cli(env, "dlq", "purge"), 2, "--yes")
     assert_one_line_error(cli(env, "nope"), 2, "No such command")
     assert cli(env, "--help").returncode == 0

@@ -8,7 +8,7 @@ import sys
 import click
 
 from orchestrator.cli.asyncapi import asyncapi_command
-from orchestrator.cli.common import EXIT_INTERRUPTED, err_console, fail_cleanly
+from orchestrator.cli.common import EXIT_INTERRUPTED, err_console, fail_cleanly, print_error
 from orchestrator.cli.dev import dev_command
 from orchestrator.cli.dlq import dlq_group
 from orchestrator.cli.metrics import metrics_command
@@ -38,7 +38,7 @@ def adopt_running_dev() -> None:
         os.environ.setdefault(name, value)
     get_settings.cache_clear()
     err_console.print(f"using the orchestrator dev running on {state.data_dir} (pid "
-                      f"{state.pid}): broker {state.broker_url}")
+                      f"{state.pid}): broker {state.broker_url}", markup=False, highlight=False)
 
 
 cli.add_command(run_command)
@@ -58,9 +58,9 @@ def main() -> None:
     except click.ClickException as exc:
         context = getattr(exc, "ctx", None)
         hint = f" (see {context.command_path} --help)" if context is not None else ""
-        err_console.print(f"[red]error:[/red] {exc.format_message()}{hint}")
+        print_error(f"{exc.format_message()}{hint}")
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
-        err_console.print("[red]error:[/red] interrupted")
+        print_error("interrupted")
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(code if isinstance(code, int) else 0)

@@ -188,22 +188,45 @@ def fail_cleanly() -> Iterator[None]:
     except UnknownName as exc:
         print_error(exc)
         sys.exit(EXIT_CONFIG)
-    except (OSError, OperationalError) as exc:
+    except Exception as exc:
+        _explain(exc)
+
+
+def _explain(exc: Exception) -> NoReturn:
+    """The one line and the exit code of a failure no command put in words itself."""
+    refused = refused_login(exc)
+    if refused is not None:
+        reason = str(refused).rstrip(". ") or type(refused).__name__
+        print_error(f"the broker {broker_for_humans()} refused the login: {reason}; fix the "
+                    "credentials in ORCHESTRATOR_BROKER_URL")
+        sys.exit(EXIT_CONFIG)
+    if isinstance(exc, OSError | OperationalError):
         if isinstance(exc, OSError) and not is_connection_error(exc):
             _unexpected(exc)  # a file, a port: not the broker's doing
         print_error(f"cannot reach the broker {broker_for_humans()}: {exc}")
         sys.exit(EXIT_BROKER)
-    except (KeyError, ValueError, ImportError) as exc:
+    if isinstance(exc, KeyError | ValueError | ImportError):
         if isinstance(exc, KeyError) and "transport" not in str(exc).lower():
             _unexpected(exc)
         print_error(f"configuration: {exc}")
         sys.exit(EXIT_CONFIG)
-    except Exception as exc:
-        if type(exc).__name__ == "NotFound":  # a queue the broker does not have (AMQP 404)
-            print_error(f"{exc}; the topology is declared when a worker starts, or by "
-                        "`orchestrator topology --declare`")
-            sys.exit(EXIT_FAILED)
-        _unexpected(exc)
+    if type(exc).__name__ == "NotFound":  # a queue the broker does not have (AMQP 404)
+        print_error(f"{exc}; the topology is declared when a worker starts, or by "
+                    "`orchestrator topology --declare`")
+        sys.exit(EXIT_FAILED)
+    _unexpected(exc)
+
+
+def refused_login(exc: BaseException) -> BaseException | None:
+    """The broker's "wrong credentials" behind ``exc`` (Kombu wraps it), if that is what it
+    is: RabbitMQ's ACCESS_REFUSED, Redis's failed AUTH."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ == "AccessRefused" or isinstance(
+                seen, redis.AuthenticationError | redis.exceptions.NoPermissionError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _unexpected(exc: BaseException) -> NoReturn:

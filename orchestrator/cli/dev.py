@@ -14,7 +14,13 @@ from types import FrameType
 import click
 from rich.table import Table
 
-from orchestrator.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, console, err_console, print_json
+from orchestrator.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    console,
+    print_error,
+    print_json,
+)
 from orchestrator.devmode.session import DevSession
 from orchestrator.devmode.state import DevAlreadyRunning, running_dev
 from orchestrator.settings import get_settings
@@ -88,15 +94,14 @@ def dev_command(demo: bool, once: bool, data_dir: Path | None, flower: bool,
                 while not stopping.wait(1.0):
                     dead = session.check_alive()
                     if dead:
-                        err_console.print(
-                            f"[red]error:[/red] {dead} exited; stopping (see its log)")
+                        print_error(f"{dead} exited; stopping (see its log)")
                         raise SystemExit(EXIT_FAILED)
         finally:
             stopping.set()  # a signal from here on does not interrupt the stop
             _say(as_json, "stopping...")
             session.stop()
     except DevAlreadyRunning as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise SystemExit(EXIT_FAILED) from None
     except Interrupted:
         raise SystemExit(EXIT_INTERRUPTED) from None
@@ -114,8 +119,8 @@ def _say(as_json: bool, text: str) -> None:
 def _print_env(data_dir: Path) -> None:
     state = running_dev(data_dir)
     if state is None:
-        err_console.print(f"[red]error:[/red] no orchestrator dev is running on {data_dir}; "
-                          "start one with `orchestrator dev`")
+        print_error(f"no orchestrator dev is running on {data_dir}; start one with "
+                    "`orchestrator dev`")
         raise SystemExit(EXIT_FAILED)
     sys.stdout.write("".join(line + "\n" for line in state.export_lines()))
 
