@@ -65,14 +65,17 @@ def _split(value: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
 @click.option("--events-cost", is_flag=True,
               help="Also measure the orchestrator with its plain events off (a third side) "
                    "and report what publishing them costs.")
+@click.option("--dramatiq/--no-dramatiq", default=True, show_default=True,
+              help="Also measure Dramatiq (RabbitMQ and Redis; throughput and publish) and "
+                   "report every system's rate as a ratio to it.")
 @click.option("--plot", is_flag=True, help="Also draw the ratios as a PNG (matplotlib).")
 @click.option("--out", "out_dir", default=str(DEFAULT_OUT), show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Where the JSON (and PNG) go.")
 def main(brokers: str, tasks: int, chain_samples: int, chord_samples: int, backlog: int,
          scenarios: str, rounds: int, warmup: int, sample_timeout: float, redis_url: str,
-         plain_task_events: bool, plain_quorum: bool, events_cost: bool, plot: bool,
-         out_dir: Path) -> None:
+         plain_task_events: bool, plain_quorum: bool, events_cost: bool, dramatiq: bool,
+         plot: bool, out_dir: Path) -> None:
     """Measure the orchestrator against plain Celery, as ratios from one run."""
     broker_names = _split(brokers, tuple(BROKERS), "broker")
     scenario_names = _split(scenarios, SCENARIO_NAMES, "scenario")
@@ -95,7 +98,7 @@ def main(brokers: str, tasks: int, chain_samples: int, chord_samples: int, backl
     log_dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     plan = Plan(broker_names, scenario_names, tasks, chain_samples, chord_samples, backlog,
                 rounds, warmup, sample_timeout, redis_url, plain_task_events, log_dir,
-                plain_quorum=plain_quorum, events_cost=events_cost)
+                plain_quorum=plain_quorum, events_cost=events_cost, dramatiq=dramatiq)
     load_start = results.load_average()
     console.log(f"machine load {load_start}; worker logs in {log_dir}")
 

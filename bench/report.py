@@ -303,6 +303,64 @@ def bulk_table(broker: BrokerRecord, broker_rows: list[BulkRow]) -> Table:
     return result
 
 
+# -- against Dramatiq (--dramatiq) -------------------------------------------------------------
+
+DRAMATIQ = "dramatiq"
+PEER_SYSTEMS = (PLAIN, ORCHESTRATOR, BULK)
+PEER_METRICS = (("throughput", "publish/s", "publish_per_s", 0),
+                ("publish", "publish/s in turns", "publish_per_s", 0),
+                ("throughput", "drain/s", "drain_per_s", 0),
+                ("throughput", "peak RSS MiB", "peak_rss_mb", 1))
+
+
+@dataclass(frozen=True)
+class PeerRow:
+    """One metric for Dramatiq and each Celery side, and each side's per-round ratio to it."""
+
+    scenario: str
+    metric: str
+    dramatiq: float
+    systems: dict[str, float]
+    ratios: dict[str, float]
+    decimals: int
+
+    def to_json(self) -> dict[str, Any]:
+        def clean(value: float) -> float | None:
+            return None if math.isnan(value) else value
+        return {"scenario": self.scenario, "metric": self.metric,
+                "dramatiq": clean(self.dramatiq),
+                "systems": {name: clean(value) for name, value in self.systems.items()},
+                "ratio_to_dramatiq": {name: clean(value) for name, value in self.ratios.items()}}
+
+
+def peer_rows(broker: BrokerRecord) -> list[PeerRow]:
+    found = []
+    for scenario, label, key, decimals in PEER_METRICS:
+        record = broker.scenarios.get(scenario)
+        if record is None or not _values(record, DRAMATIQ, key):
+            continue
+        systems = {name: median(_values(record, name, key)) for name in PEER_SYSTEMS
+                   if _values(record, name, key)}
+        ratios = {name: median(_round_ratios(record, key, name, DRAMATIQ)) for name in systems}
+        found.append(PeerRow(scenario, label, median(_values(record, DRAMATIQ, key)),
+                             systems, ratios, decimals))
+    return found
+
+
+def peer_table(broker: BrokerRecord, broker_rows: list[PeerRow]) -> Table:
+    """scenario | metric | dramatiq | each side's value (its ratio to Dramatiq)"""
+    result = Table(title=f"{broker.name}: against Dramatiq (RabbitMQ with confirms; Redis "
+                         "lists on the same server)", title_justify="left")
+    for column in ("scenario", "metric", DRAMATIQ, *PEER_SYSTEMS):
+        result.add_column(column, justify="left" if column in ("scenario", "metric")
+                          else "right")
+    for row in broker_rows:
+        cells = [f"{_number(row.systems[name], row.decimals)} ({_number(row.ratios[name], 2)})"
+                 if name in row.systems else "" for name in PEER_SYSTEMS]
+        result.add_row(row.scenario, row.metric, _number(row.dramatiq, row.decimals), *cells)
+    return result
+
+
 # -- the console tables ------------------------------------------------------------------------
 
 def _number(value: float, decimals: int) -> str:
@@ -346,6 +404,9 @@ def render(console: Console, records: list[BrokerRecord]) -> None:
         bulk = bulk_rows(broker)
         if bulk:
             console.print(bulk_table(broker, bulk))
+        peers = peer_rows(broker)
+        if peers:
+            console.print(peer_table(broker, peers))
         for scenario, record in broker.scenarios.items():
             for error in record.errors:
                 console.print(f"[red]{escape(f'{broker.name} {scenario}: {error}')}[/red]")

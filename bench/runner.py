@@ -54,6 +54,7 @@ class Plan:
     log_dir: Path
     plain_quorum: bool = False
     events_cost: bool = False
+    dramatiq: bool = False
     """Also run the orchestrator with its plain events off, to show what they cost."""
 
 
@@ -174,6 +175,10 @@ def run(plan: Plan, console: Console) -> tuple[list[BrokerRecord], bool]:
     if plan.events_cost:
         sides += (OrchestratorSide(plan.redis_url, events=False),)
     bulk = BulkOrchestratorSide(plan.redis_url)
+    if plan.dramatiq:
+        from bench.side_dramatiq import DramatiqSide
+
+        sides += (DramatiqSide(plan.redis_url),)
     measures = _measures(plan)
     records: list[BrokerRecord] = []
     interrupted = False
@@ -187,6 +192,24 @@ def run(plan: Plan, console: Console) -> tuple[list[BrokerRecord], bool]:
             side.close()
         services.tidy_redis(plan.redis_url)
     return records, interrupted
+
+
+def _taking_part(sides: tuple[Side, ...], scenario: str, url: str) -> tuple[Side, ...]:
+    """The sides that have this scenario and a client for this broker (a peer such as
+    Dramatiq says which it has; the Celery sides have them all); the bulk side is in the
+    publish scenario only."""
+    found = []
+    for side in sides:
+        if side.name == "orchestrator-bulk" and scenario != "publish":
+            continue
+        scenarios = getattr(side, "scenarios", None)
+        supports = getattr(side, "supports", None)
+        if scenarios is not None and scenario not in scenarios:
+            continue
+        if supports is not None and not supports(url):
+            continue
+        found.append(side)
+    return tuple(found)
 
 
 def _run_brokers(plan: Plan, sides: tuple[Side, ...], bulk: Side,
@@ -213,15 +236,16 @@ def _run_brokers(plan: Plan, sides: tuple[Side, ...], bulk: Side,
         paired = _paired_measures(plan).get(scenario)
         for round_number in range(1, plan.rounds + 1):
             for record, url in available:
-                for side in (*sides, bulk):
+                taking_part = _taking_part((*sides, bulk), scenario, url)
+                for side in taking_part:
                     side.use_broker(url)
                 title = f"[{record.name}] {scenario}"
                 target = record.scenarios[scenario]
                 if paired is not None:
-                    _run_paired_round(target, paired, (*sides, bulk), plan, console, title,
+                    _run_paired_round(target, paired, taking_part, plan, console, title,
                                       round_number)
                 else:
-                    _run_round(target, measures[scenario], sides, plan, ctx, console, title,
-                               round_number)
+                    _run_round(target, measures[scenario], taking_part, plan, ctx, console,
+                               title, round_number)
                 if plan.events_cost and scenario == "throughput":
                     _probe_events(target, sides, console, title, round_number)

@@ -39,12 +39,17 @@ class WorkerFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """What differs between the two sides' workers: the app, its queues and environment."""
+    """What differs between the sides' workers: the app, its queues and environment; a
+    side that is not Celery (Dramatiq) gives its own command, which writes ``{log}``."""
 
     app: str
     queues: tuple[str, ...]
     env: dict[str, str]
     label: str
+    command: tuple[str, ...] | None = None
+    ready_mark: bytes = READY_MARK
+    ready_count: int = 1
+    """How many times the mark must appear (Dramatiq logs it once per worker process)."""
 
 
 class BenchWorker:
@@ -59,12 +64,15 @@ class BenchWorker:
         self.process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
         self._log_tail = b""
+        self._marks_seen = 0
 
     def start(self) -> None:
         command = [sys.executable, "-m", "celery", "-A", self.spec.app, "worker",
                    "--loglevel=INFO", "--pool=prefork", f"--concurrency={CONCURRENCY}",
                    "-n", self.nodename, "-Q", ",".join(self.spec.queues),
                    "--without-mingle", "--without-gossip", f"--logfile={self.log_path}"]
+        if self.spec.command is not None:
+            command = [part.replace("{log}", str(self.log_path)) for part in self.spec.command]
         with self.output_path.open("wb") as output:  # import errors land here, not in the log
             self.process = subprocess.Popen(command, cwd=REPO, env=self.spec.env,
                                             stdout=output, stderr=subprocess.STDOUT,
@@ -79,9 +87,11 @@ class BenchWorker:
         except FileNotFoundError:
             return False
         self._log_offset += len(fresh)
+        mark = self.spec.ready_mark
         window = self._log_tail + fresh
-        self._log_tail = window[-len(READY_MARK):]
-        return READY_MARK in window
+        self._marks_seen += window.count(mark)
+        self._log_tail = window[-(len(mark) - 1):]  # a mark cut by the read: whole next time
+        return self._marks_seen >= self.spec.ready_count
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> float:
         """Block until the log says ready; returns ``time.monotonic()`` of that moment."""

@@ -56,3 +56,40 @@ def test_the_events_cost_is_the_per_round_ratio_with_over_without() -> None:
     probe, share, _ = cost_rows(broker)
     assert probe.with_events == 500.0
     assert share.ratio == pytest.approx(0.0005 * 90 / 2)
+
+
+def test_the_peers_and_the_bulk_side_take_part_only_where_they_can() -> None:
+    from bench.runner import _taking_part
+    from bench.side_dramatiq import DramatiqSide, dramatiq_url
+
+    class CelerySide:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    plain, bulk, peer = CelerySide("plain"), CelerySide("orchestrator-bulk"), DramatiqSide("")
+    sides: Any = (plain, bulk, peer)
+    amqp, nats = "amqp://guest:guest@127.0.0.1:5672//", "nats://127.0.0.1:4222"
+    assert _taking_part(sides, "publish", amqp) == (plain, bulk, peer)
+    assert _taking_part(sides, "throughput", amqp) == (plain, peer)
+    assert _taking_part(sides, "latency", amqp) == (plain,)
+    assert _taking_part(sides, "throughput", nats) == (plain,)
+    assert dramatiq_url("amqp://guest:guest@127.0.0.1:5672//") == \
+        "amqp://guest:guest@127.0.0.1:5672/%2F"
+    assert dramatiq_url("redis-streams://127.0.0.1:6379/12") == "redis://127.0.0.1:6379/12"
+
+
+def test_every_system_is_a_per_round_ratio_to_dramatiq() -> None:
+    from bench.report import DRAMATIQ, peer_rows
+    from bench.runner import BrokerRecord, ScenarioRecord
+
+    throughput = ScenarioRecord(rounds=[
+        {"plain": {"drain_per_s": 100.0}, "orchestrator": {"drain_per_s": 90.0},
+         DRAMATIQ: {"drain_per_s": 400.0}},
+        {"plain": {"drain_per_s": 50.0}, "orchestrator": {"drain_per_s": 40.0},
+         DRAMATIQ: {"drain_per_s": 100.0}},
+        {"plain": {"drain_per_s": 100.0}, "orchestrator": {"drain_per_s": 100.0},
+         DRAMATIQ: {"drain_per_s": 200.0}},
+    ])
+    [row] = peer_rows(BrokerRecord("amqp", "amqp://", None, {"throughput": throughput}))
+    assert (row.metric, row.dramatiq) == ("drain/s", 200.0)
+    assert row.ratios == {"plain": 0.5, "orchestrator": 0.4}  # medians of per-round ratios
