@@ -10,6 +10,7 @@ The bench process then reads ``SCARD`` (processed) and the counter (duplicates):
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,3 +89,27 @@ class Ledger:
 
     def close(self) -> None:
         self._client.close()
+
+
+HOLD = "_bench_hold_first"
+"""Payload key of the failover scenario: ``{"key": ..., "seconds": ...}``."""
+
+
+def hold_first_delivery(payload: Mapping[str, Any]) -> None:
+    """The first delivery of a payload that asks for it sleeps (its worker is killed meanwhile,
+    ``failover`` scenario); any later delivery goes on at once. The first one marks the key."""
+    hold = payload.get(HOLD)
+    if not isinstance(hold, Mapping):
+        return
+    client = redis.Redis.from_url(os.environ.get(ENV_REDIS, DEFAULT_REDIS_URL),
+                                  socket_timeout=10, socket_connect_timeout=5)
+    try:
+        first = client.set(str(hold["key"]), "started", nx=True, ex=3600)
+    finally:
+        client.close()
+    if first:
+        time.sleep(float(hold["seconds"]))
+
+
+def started_key(run_id: str) -> str:
+    return f"bench:started:{run_id}"

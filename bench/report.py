@@ -303,6 +303,44 @@ def bulk_table(broker: BrokerRecord, broker_rows: list[BulkRow]) -> Table:
     return result
 
 
+# -- failover after SIGKILL --------------------------------------------------------------------
+
+FAILOVER_TARGET_S = 5.0
+"""Issue 16: a killed worker's message runs on another within 5 s, on every broker."""
+
+
+@dataclass(frozen=True)
+class FailoverRow:
+    seconds: float
+    lost: float
+    duplicates: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: None if math.isnan(value) else value
+                for name, value in asdict(self).items()}
+
+
+def failover_rows(broker: BrokerRecord) -> list[FailoverRow]:
+    record = broker.scenarios.get("failover")
+    if record is None or not _values(record, ORCHESTRATOR, "failover_s"):
+        return []
+    return [FailoverRow(median(_values(record, ORCHESTRATOR, "failover_s")),
+                        sum(_values(record, ORCHESTRATOR, "lost")),
+                        sum(_values(record, ORCHESTRATOR, "duplicates")))]
+
+
+def failover_table(broker: BrokerRecord, broker_rows: list[FailoverRow]) -> Table:
+    result = Table(title=f"{broker.name}: failover after SIGKILL (kill to run elsewhere)",
+                   title_justify="left")
+    for column in ("seconds", "target", "ok?", "lost", "duplicates"):
+        result.add_column(column, justify="right")
+    for row in broker_rows:
+        ok = None if math.isnan(row.seconds) else row.seconds <= FAILOVER_TARGET_S
+        result.add_row(_number(row.seconds, 2), f"<= {FAILOVER_TARGET_S:g}", _verdict(ok),
+                       _number(row.lost, 0), _number(row.duplicates, 0))
+    return result
+
+
 # -- against Dramatiq (--dramatiq) -------------------------------------------------------------
 
 DRAMATIQ = "dramatiq"
@@ -407,6 +445,9 @@ def render(console: Console, records: list[BrokerRecord]) -> None:
         peers = peer_rows(broker)
         if peers:
             console.print(peer_table(broker, peers))
+        failover = failover_rows(broker)
+        if failover:
+            console.print(failover_table(broker, failover))
         for scenario, record in broker.scenarios.items():
             for error in record.errors:
                 console.print(f"[red]{escape(f'{broker.name} {scenario}: {error}')}[/red]")

@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from bench.report import bulk_rows, cost_rows, peer_rows, rows
+from bench.report import bulk_rows, cost_rows, failover_rows, peer_rows, rows
 from bench.runner import BrokerRecord, Plan
 
 
@@ -120,6 +120,7 @@ def document(plan: Plan, records: list[BrokerRecord], started: datetime, finishe
                 "events_cost": [row.to_json() for row in cost_rows(record)],
                 "bulk_publish": [row.to_json() for row in bulk_rows(record)],
                 "against_dramatiq": [row.to_json() for row in peer_rows(record)],
+                "failover": [row.to_json() for row in failover_rows(record)],
                 "scenarios": {
                     name: {"rounds": scenario.rounds, "errors": scenario.errors}
                     for name, scenario in record.scenarios.items()

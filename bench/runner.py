@@ -24,6 +24,7 @@ from bench.scenarios import (
     Metrics,
     measure_chain,
     measure_drain,
+    measure_failover,
     measure_fanout,
     measure_publish_interleaved,
 )
@@ -90,6 +91,7 @@ def _measures(plan: Plan) -> dict[str, Measure]:
         "latency": lambda side, ctx: measure_chain(side, plan.chain_samples, ctx),
         "fanout": lambda side, ctx: measure_fanout(side, plan.chord_samples, ctx),
         "backlog": lambda side, ctx: measure_drain(side, plan.backlog, ctx),
+        "failover": lambda side, ctx: measure_failover(side, ctx),
     }
 
 
@@ -202,6 +204,8 @@ def _taking_part(sides: tuple[Side, ...], scenario: str, url: str) -> tuple[Side
     for side in sides:
         if side.name == "orchestrator-bulk" and scenario != "publish":
             continue
+        if scenario == "failover" and side.name != "orchestrator":
+            continue  # the transports' failover: the orchestrator's worker is enough
         scenarios = getattr(side, "scenarios", None)
         supports = getattr(side, "supports", None)
         if scenarios is not None and scenario not in scenarios:

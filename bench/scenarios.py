@@ -183,6 +183,48 @@ def measure_fanout(side: Side, samples: int, ctx: Context) -> Metrics:
     return metrics
 
 
+FAILOVER_HOLD_SECONDS = 120.0
+"""How long the first delivery sleeps: far longer than any broker's failover."""
+
+
+def measure_failover(side: Side, ctx: Context) -> Metrics:
+    """One message held by worker A's step; worker B ready; A SIGKILLed (the whole process
+    group, as a crash or an OOM kill would): seconds from the kill until B has run it."""
+    import redis
+
+    run_id = uuid.uuid4().hex[:12]
+    ledger = accounting.Ledger(ctx.redis_url, run_id)
+    client = redis.Redis.from_url(ctx.redis_url)
+    key = accounting.started_key(run_id)
+    try:
+        side.reset_queues()
+        payload = {**accounting.flagged_payload(run_id, 0),
+                   accounting.HOLD: {"key": key, "seconds": FAILOVER_HOLD_SECONDS}}
+        with running(side.worker_spec(), ctx.log_dir) as first:
+            first.wait_ready()
+            with side.publishing():
+                side.publish(payload)
+            wait_for_count(lambda: int(client.exists(key)), 1, stall_timeout=60,
+                           overall_timeout=60)
+            if not client.exists(key):
+                raise BenchTimeout("the failover message never started")
+            with running(side.worker_spec(), ctx.log_dir) as second:
+                second.wait_ready()
+                killed_at = time.monotonic()
+                first.kill()
+                outcome = wait_for_count(ledger.processed, 1, stall_timeout=90,
+                                         overall_timeout=90)
+                second.check_alive()
+        seconds = outcome.finished_at - killed_at if outcome.complete else math.nan
+        return {"failover_s": seconds, "lost": float(1 - ledger.processed()),
+                "duplicates": float(ledger.duplicates())}
+    finally:
+        client.delete(key)
+        client.close()
+        ledger.clear()
+        ledger.close()
+
+
 # -- statistics --------------------------------------------------------------------------------
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -18,8 +18,10 @@ from orchestrator.steps import StepContext, escavador, executador, step
 
 @escavador("bench")
 def coletar(payload: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
-    """iniciar_coleta -> resultado_coleta: the throughput and backlog message, and chain step 1."""
-    return accounting.record(payload)
+    """iniciar_coleta -> resultado_coleta: the throughput and backlog message, and chain step 1
+    (and the failover scenario's message, held on its first delivery)."""
+    accounting.hold_first_delivery(payload)
+    return accounting.record({k: v for k, v in payload.items() if k != accounting.HOLD})
 
 
 @step("executador", "bench_planejar", accepts={EventType.RESULTADO_COLETA},

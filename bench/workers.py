@@ -130,6 +130,14 @@ class BenchWorker:
             return 0.0
         return tree_cpu_seconds(self.process.pid)
 
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once: a crash, no shutdown of any kind."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=STOP_TIMEOUT)
+
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Warm shutdown, then SIGKILL the process group whatever happened."""
         process = self.process

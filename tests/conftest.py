@@ -53,8 +53,9 @@ TEST_ENVIRONMENT = {
     "ORCHESTRATOR_DATA_DIR": str(TEST_DATA_DIR / "data"),
     # Small enough for tests/test_events.py to fill; every process declares the same bound.
     "ORCHESTRATOR_EVENTS_MAX_LEN": "50",
-    # NATS: redeliver a killed worker's messages after 10 s instead of 30 s.
-    "ORCHESTRATOR_BROKER_TRANSPORT_OPTIONS": '{"ack_wait": 10}',
+    # The transports' own failover timings (Streams consumer_ttl, NATS ack_wait: 4 s) are
+    # what the crash tests run with: the shipped defaults, not a faster test setting.
+    "ORCHESTRATOR_BROKER_TRANSPORT_OPTIONS": "{}",
 }
 
 

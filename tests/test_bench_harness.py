@@ -67,12 +67,14 @@ def test_the_peers_and_the_bulk_side_take_part_only_where_they_can() -> None:
             self.name = name
 
     plain, bulk, peer = CelerySide("plain"), CelerySide("orchestrator-bulk"), DramatiqSide("")
-    sides: Any = (plain, bulk, peer)
+    orchestrator = CelerySide("orchestrator")
+    sides: Any = (plain, orchestrator, bulk, peer)
     amqp, nats = "amqp://guest:guest@127.0.0.1:5672//", "nats://127.0.0.1:4222"
-    assert _taking_part(sides, "publish", amqp) == (plain, bulk, peer)
-    assert _taking_part(sides, "throughput", amqp) == (plain, peer)
-    assert _taking_part(sides, "latency", amqp) == (plain,)
-    assert _taking_part(sides, "throughput", nats) == (plain,)
+    assert _taking_part(sides, "publish", amqp) == (plain, orchestrator, bulk, peer)
+    assert _taking_part(sides, "throughput", amqp) == (plain, orchestrator, peer)
+    assert _taking_part(sides, "latency", amqp) == (plain, orchestrator)
+    assert _taking_part(sides, "throughput", nats) == (plain, orchestrator)
+    assert _taking_part(sides, "failover", nats) == (orchestrator,)
     assert dramatiq_url("amqp://guest:guest@127.0.0.1:5672//") == \
         "amqp://guest:guest@127.0.0.1:5672/%2F"
     assert dramatiq_url("redis-streams://127.0.0.1:6379/12") == "redis://127.0.0.1:6379/12"

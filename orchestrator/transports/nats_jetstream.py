@@ -4,7 +4,7 @@ URL: ``nats://[user:password@]host:port`` (``nats://token@host:port`` for a toke
 ``tls://host:port`` for TLS); several servers of a cluster as Kombu's failover list,
 ``nats://h1:4222;nats://h2:4222`` — all of them are given to nats-py, which handles the cluster.
 Transport options: ``creds_file`` (a ``.creds`` file), ``tls_ca_file``, ``tls_cert_file``,
-``tls_key_file``, ``ack_wait`` (30 s), ``fetch_timeout`` (5 s), ``duplicate_window`` (120 s).
+``tls_key_file``, ``ack_wait`` (4 s), ``fetch_timeout`` (5 s), ``duplicate_window`` (120 s).
 
 Design:
 
@@ -182,7 +182,7 @@ class NatsChannel(virtual.Channel):
 
     QoS = QoS
     supports_fanout = True
-    ack_wait = 30.0
+    ack_wait = 4.0
     fetch_timeout = 5.0
     duplicate_window = 120.0
 
@@ -577,12 +577,17 @@ class Transport(virtual.Transport):
         except BadRequestError as exc:
             if "already in use" not in str(exc):
                 raise
+        ack_wait = self._channel_option("ack_wait")
         try:
-            await self.js.consumer_info(escape(queue), CONSUMER)
+            info = await self.js.consumer_info(escape(queue), CONSUMER)
         except NotFoundError:
+            info = None
+        if info is None or info.config.ack_wait != ack_wait:
+            # Created, or brought to this ack_wait (an editable field): a consumer made by
+            # an earlier version with a longer one would keep failover that slow.
             await self.js.add_consumer(escape(queue), api.ConsumerConfig(
                 durable_name=CONSUMER, ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=self._channel_option("ack_wait"), max_deliver=-1,
+                ack_wait=ack_wait, max_deliver=-1,
                 max_ack_pending=-1, filter_subject=SUBJECT_QUEUE + escape(queue)))
 
     def _channel_option(self, name: str) -> float:

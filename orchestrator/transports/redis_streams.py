@@ -297,8 +297,8 @@ class Channel(kombu_redis.Channel):
     """One consumer of the group per channel, with its own heartbeat."""
 
     QoS = QoS  # type: ignore[assignment]
-    consumer_ttl = 20.0
-    reclaim_interval = 5.0
+    consumer_ttl = 4.0
+    reclaim_interval = 1.0
     transient_maxlen = 10_000
     priority_steps = [0]  # noqa: RUF012  (Kombu reads it per instance)
 
@@ -747,7 +747,7 @@ class Channel(kombu_redis.Channel):
         if self._heartbeat is not None:
             return
         client = redis.Redis(connection_pool=self.pool)
-        client.set(self._alive_key(self.consumer_name), "1", ex=int(self.consumer_ttl))
+        client.set(self._alive_key(self.consumer_name), "1", px=int(self.consumer_ttl * 1000))
         self._heartbeat = threading.Thread(target=self._beat, args=(client,), daemon=True,
                                            name=f"streams-heartbeat-{self.consumer_name}")
         self._heartbeat.start()
@@ -758,7 +758,7 @@ class Channel(kombu_redis.Channel):
         key = self._alive_key(self.consumer_name)
         while not self._heartbeat_stop.wait(self.consumer_ttl / 3):
             try:
-                client.set(key, "1", ex=int(self.consumer_ttl))
+                client.set(key, "1", px=int(self.consumer_ttl * 1000))
             except Exception:  # the next beat retries; reconnects are redis-py's job
                 continue
 
