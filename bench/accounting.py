@@ -10,10 +10,12 @@ The bench process then reads ``SCARD`` (processed) and the counter (duplicates):
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
 import redis
 
 from bench.config import DEFAULT_REDIS_URL, ENV_REDIS
@@ -60,6 +62,7 @@ def record(payload: Mapping[str, Any]) -> dict[str, Any]:
     The flag is stripped so that a later step of the same canvas never counts the same
     message again (which would read as a duplicate).
     """
+    fetch_if_asked(payload)  # the I/O-bound scenario's request, before it counts
     mark = payload.get(FLAG)
     if not isinstance(mark, Mapping):
         return dict(payload)
@@ -113,3 +116,21 @@ def hold_first_delivery(payload: Mapping[str, Any]) -> None:
 
 def started_key(run_id: str) -> str:
     return f"bench:started:{run_id}"
+
+
+FETCH = "_bench_fetch"
+"""Payload key of the I/O-bound scenario: the URL each message's step requests once."""
+
+_http = threading.local()
+
+
+def fetch_if_asked(payload: Mapping[str, Any]) -> None:
+    """One real HTTP GET when the payload names a URL (an escavador's fetch), on a client
+    kept per thread (keep-alive, as a real escavador's would be)."""
+    url = payload.get(FETCH)
+    if not isinstance(url, str):
+        return
+    client = getattr(_http, "client", None)
+    if client is None:
+        client = _http.client = httpx.Client(timeout=30)
+    client.get(url).raise_for_status()

@@ -93,6 +93,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("backlog", "backlog", "lost", "lost", 0, False, ZERO),
     Metric("backlog", "backlog", "duplicates", "duplicates", 0, False, ZERO),
     Metric("backlog", "backlog", "dead_lettered", "dead-lettered", 0, False, ZERO),
+    Metric("io", "io", "drain_per_s", "drain/s, 20 ms HTTP step", 0, True, THROUGHPUT, True),
+    Metric("io", "io", "lost", "lost", 0, False, ZERO),
+    Metric("io", "io", "duplicates", "duplicates", 0, False, ZERO),
+    Metric("io", "io", "peak_rss_mb", "peak RSS MiB", 1, True),
 )
 
 
@@ -348,7 +352,8 @@ PEER_SYSTEMS = (PLAIN, ORCHESTRATOR, BULK)
 PEER_METRICS = (("throughput", "publish/s", "publish_per_s", 0),
                 ("publish", "publish/s in turns", "publish_per_s", 0),
                 ("throughput", "drain/s", "drain_per_s", 0),
-                ("throughput", "peak RSS MiB", "peak_rss_mb", 1))
+                ("throughput", "peak RSS MiB", "peak_rss_mb", 1),
+                ("io", "drain/s, 20 ms HTTP step", "drain_per_s", 0))
 
 
 @dataclass(frozen=True)

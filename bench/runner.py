@@ -26,15 +26,17 @@ from bench.scenarios import (
     measure_drain,
     measure_failover,
     measure_fanout,
+    measure_io_drain,
     measure_publish_interleaved,
 )
 from bench.services import BROKERS, unavailable_reason
 from bench.side import Side
 from bench.side_orchestrator import BulkOrchestratorSide, OrchestratorSide
 from bench.side_plain import PlainSide
+from bench.slow_server import SlowServer
 from orchestrator.settings import redact_url
 
-SCENARIOS = ("throughput", "publish", "latency", "fanout", "backlog")
+SCENARIOS = ("throughput", "publish", "latency", "fanout", "backlog", "failover", "io")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Plan:
     plain_quorum: bool = False
     events_cost: bool = False
     dramatiq: bool = False
+    io_tasks: int = 800
     """Also run the orchestrator with its plain events off, to show what they cost."""
 
 
@@ -85,6 +88,19 @@ def _paired_measures(plan: Plan) -> dict[str, PairedMeasure]:
     return {"publish": lambda sides: measure_publish_interleaved(sides, plan.tasks)}
 
 
+_slow_servers: list[SlowServer] = []
+
+
+def _slow_server() -> SlowServer:
+    """The I/O-bound scenario's HTTP server, started on first use, one per bench run."""
+    if not _slow_servers:
+        _slow_servers.append(SlowServer(delay=IO_DELAY_SECONDS).start())
+    return _slow_servers[0]
+
+
+IO_DELAY_SECONDS = 0.02
+
+
 def _measures(plan: Plan) -> dict[str, Measure]:
     return {
         "throughput": lambda side, ctx: measure_drain(side, plan.tasks, ctx),
@@ -92,6 +108,7 @@ def _measures(plan: Plan) -> dict[str, Measure]:
         "fanout": lambda side, ctx: measure_fanout(side, plan.chord_samples, ctx),
         "backlog": lambda side, ctx: measure_drain(side, plan.backlog, ctx),
         "failover": lambda side, ctx: measure_failover(side, ctx),
+        "io": lambda side, ctx: measure_io_drain(side, plan.io_tasks, ctx, _slow_server().url),
     }
 
 
@@ -192,6 +209,9 @@ def run(plan: Plan, console: Console) -> tuple[list[BrokerRecord], bool]:
     finally:
         for side in (*sides, bulk):
             side.close()
+        for server in _slow_servers:
+            server.stop()
+        _slow_servers.clear()
         services.tidy_redis(plan.redis_url)
     return records, interrupted
 

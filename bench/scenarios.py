@@ -12,12 +12,13 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from bench import accounting
 from bench.side import Side
-from bench.workers import BenchTimeout, running, wait_for_count
+from bench.workers import BenchTimeout, WorkerSpec, running, wait_for_count
 
 Metrics = dict[str, float]
 
@@ -38,13 +39,15 @@ class Context:
     warmup: int
 
 
-def _publish_all(side: Side, run_id: str, count: int) -> float:
-    """Publish ``count`` flagged messages; returns the seconds it took."""
+def _publish_all(side: Side, run_id: str, count: int,
+                 extra: dict[str, Any] | None = None) -> float:
+    """Publish ``count`` flagged messages (with ``extra`` in each payload); returns the
+    seconds it took."""
     deadline = time.monotonic() + 120.0 + count / MIN_RATE
     with side.publishing():
         start = time.perf_counter()
         for number in range(count):
-            side.publish(accounting.flagged_payload(run_id, number))
+            side.publish({**accounting.flagged_payload(run_id, number), **(extra or {})})
             if number % 256 == 0 and time.monotonic() > deadline:
                 raise BenchTimeout(f"publishing {count} messages took too long "
                                    f"({number} sent)")
@@ -85,7 +88,27 @@ def measure_publish_interleaved(sides: tuple[Side, ...], count: int) -> dict[str
             for name, seconds in elapsed.items()}
 
 
-def measure_drain(side: Side, count: int, ctx: Context) -> Metrics:
+IO_CONCURRENCY = 16
+"""Requests in flight per worker in the I/O-bound scenario, the same for every system."""
+
+
+def io_bound(spec: WorkerSpec) -> WorkerSpec:
+    """A Celery worker for I/O-bound steps: the threads pool, :data:`IO_CONCURRENCY` threads
+    (the README's advice for escavadores). Dramatiq's own worker is threaded already."""
+    if spec.command is not None:
+        return spec
+    return replace(spec, pool="threads", concurrency=IO_CONCURRENCY)
+
+
+def measure_io_drain(side: Side, count: int, ctx: Context, url: str) -> Metrics:
+    """Like :func:`measure_drain`, each message's step making one HTTP request to ``url``
+    (a server answering after 20 ms), on an I/O-bound worker."""
+    return measure_drain(side, count, ctx, extra={accounting.FETCH: url}, spec=io_bound)
+
+
+def measure_drain(side: Side, count: int, ctx: Context, *,
+                  extra: dict[str, Any] | None = None,
+                  spec: Callable[[WorkerSpec], WorkerSpec] | None = None) -> Metrics:
     """Publish ``count`` messages into an idle queue, then drain them with one worker.
 
     The drain clock starts when the worker logs "ready" and stops when the ledger holds
@@ -96,8 +119,9 @@ def measure_drain(side: Side, count: int, ctx: Context) -> Metrics:
     ledger = accounting.Ledger(ctx.redis_url, run_id)
     try:
         side.reset_queues()
-        publish_s = _publish_all(side, run_id, count)
-        with running(side.worker_spec(), ctx.log_dir) as worker:
+        publish_s = _publish_all(side, run_id, count, extra)
+        worker_spec = side.worker_spec()
+        with running(spec(worker_spec) if spec else worker_spec, ctx.log_dir) as worker:
             ready_at = worker.wait_ready()
             cpu_at_ready = worker.cpu_seconds()
 

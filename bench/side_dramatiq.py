@@ -18,7 +18,7 @@ from bench.config import ENV_REDIS, base_env
 from bench.workers import CONCURRENCY, WorkerSpec
 
 THREADS = 8
-SCENARIOS = frozenset({"throughput", "publish"})
+SCENARIOS = frozenset({"throughput", "publish", "io"})
 READY_MARK = b"is ready for action."
 
 

@@ -50,6 +50,8 @@ class WorkerSpec:
     ready_mark: bytes = READY_MARK
     ready_count: int = 1
     """How many times the mark must appear (Dramatiq logs it once per worker process)."""
+    pool: str = "prefork"
+    concurrency: int = CONCURRENCY
 
 
 class BenchWorker:
@@ -68,7 +70,8 @@ class BenchWorker:
 
     def start(self) -> None:
         command = [sys.executable, "-m", "celery", "-A", self.spec.app, "worker",
-                   "--loglevel=INFO", "--pool=prefork", f"--concurrency={CONCURRENCY}",
+                   "--loglevel=INFO", f"--pool={self.spec.pool}",
+                   f"--concurrency={self.spec.concurrency}",
                    "-n", self.nodename, "-Q", ",".join(self.spec.queues),
                    "--without-mingle", "--without-gossip", f"--logfile={self.log_path}"]
         if self.spec.command is not None:
