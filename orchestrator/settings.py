@@ -81,8 +81,8 @@ class Settings(BaseSettings):
         "(README, 'Wire protocol')."
     )
     events_confirm: bool = Field(
-        False, description="Wait for the broker to confirm each event (slower; default: "
-        "sent before the step's ack, not confirmed)."
+        False, description="Each step sends its event and waits for the broker's confirm "
+        "before its ack (slower; default: batched, not confirmed)."
     )
     events_max_len: int = Field(
         10_000, description="Events kept per Redis event stream and per NATS event subject."
@@ -91,8 +91,8 @@ class Settings(BaseSettings):
         86400.0, description="Seconds the NATS events stream keeps an event."
     )
     events_flush_interval: float = Field(
-        0.05, ge=0, description="NATS: seconds an unconfirmed event may wait to be sent "
-        "with the next ones (0: each at once)."
+        0.05, ge=0, description="Seconds an unconfirmed event may wait to be sent with the "
+        "next ones, off the step's path (0: each at once, by the step)."
     )
 
 

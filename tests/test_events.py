@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from orchestrator.events import cloudevents, destinations
-from orchestrator.events.publisher import SINKS, declare_destinations
+from orchestrator.events.publisher import SINKS, EventPublisher, declare_destinations
 from orchestrator.settings import Settings, get_settings
 from tests.conftest import configured_app
 from tests.support.brokers import BrokerUnderTest
@@ -155,22 +155,36 @@ def test_each_broker_sink_delivers_an_event_to_a_plain_subscriber(
 
 
 @pytest.mark.broker
-def test_events_still_held_for_a_batch_are_sent_when_the_sink_closes(
+def test_events_held_for_a_batch_are_sent_when_the_publisher_closes(
     on_broker: BrokerUnderTest, wire: Any
 ) -> None:
-    """NATS holds unconfirmed events for a batch (``ORCHESTRATOR_EVENTS_FLUSH_INTERVAL``);
-    a worker that shuts down closes its sink, which must send them rather than drop them."""
-    settings = Settings(events_flush_interval=600)
+    """Unconfirmed events wait up to ``ORCHESTRATOR_EVENTS_FLUSH_INTERVAL`` for a batch; a
+    worker that shuts down closes its publisher, which must send them rather than drop them."""
+    settings = get_settings().model_copy(update={"events_flush_interval": 600.0})
     replies = [envelope("resultado_coleta", {"n": n}) for n in range(3)]
-    with configured_app().connection_for_write() as connection:
-        declare_destinations(connection, settings)
-        sink = SINKS[on_broker.url.split("://")[0]](connection, settings)
-        for reply in replies:
-            sink.send(cloudevents.result_event("escavador_eco", str(uuid.uuid4()), reply))
-        sink.close()
-        for reply in replies:
-            _, received, _ = wire.next_event(("resultado_coleta",), reply["correlation_id"], 30)
-            assert received == reply
+    events = EventPublisher(configured_app(), settings)
+    for reply in replies:
+        assert events.publish(cloudevents.result_event("escavador_eco", str(uuid.uuid4()),
+                                                       reply))
+    events.close()
+    for reply in replies:
+        _, received, _ = wire.next_event(("resultado_coleta",), reply["correlation_id"], 30)
+        assert received == reply
+
+
+@pytest.mark.broker
+def test_a_batch_goes_out_by_itself_after_the_interval(
+    on_broker: BrokerUnderTest, wire: Any
+) -> None:
+    settings = get_settings().model_copy(update={"events_flush_interval": 0.2})
+    reply = envelope("resultado_coleta", {"n": 1})
+    events = EventPublisher(configured_app(), settings)
+    try:
+        events.publish(cloudevents.result_event("escavador_eco", str(uuid.uuid4()), reply))
+        _, received, _ = wire.next_event(("resultado_coleta",), reply["correlation_id"], 30)
+        assert received == reply
+    finally:
+        events.close()
 
 
 @pytest.mark.broker

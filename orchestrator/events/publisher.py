@@ -1,15 +1,19 @@
 """Publishing events from a worker process: a connection of its own, and never a failed step.
 
-The guarantee, on every broker: an event is written to the broker connection after the step's
-result was stored and before the step's message is acknowledged. A worker that dies between
-the two leaves the message unacknowledged; its redelivery returns the stored result and
-publishes the same event again, with the same CloudEvents ``id``, so an event is published
-*at least once* for each result while the broker stays reachable. By default the broker is
-not asked to confirm it (``ORCHESTRATOR_EVENTS_CONFIRM`` turns confirms on): an event in
-flight when the broker connection breaks is lost, and a publication that fails is logged,
-tried once more on a fresh connection, then dropped. The step itself never fails because of
-its event: the step queues keep their own guarantees, and the result stays in the result
-backend under its task id.
+The guarantee, on every broker: a step's event is handed to this process's publisher after
+the step's result was stored and before its message is acknowledged, and sent from the
+publisher's thread within ``ORCHESTRATOR_EVENTS_FLUSH_INTERVAL`` (see :class:`EventPublisher`).
+A worker that dies before the ack leaves the message unacknowledged; its redelivery returns
+the stored result and publishes the same event again, with the same CloudEvents ``id``, so an
+event is published *at least once* for each result while the broker stays reachable and the
+process is not killed outright within the interval after the ack (a process killed with
+SIGKILL, or by the hard time limit, loses the events it still held; a shutdown sends them).
+By default the broker is not asked to confirm an event (``ORCHESTRATOR_EVENTS_CONFIRM`` turns
+confirms on, and then each event is sent by the step itself before its ack): one in flight
+when the broker connection breaks is lost, and a publication that fails is logged, tried once
+more on a fresh connection, then dropped. The step itself never fails because of its event:
+the step queues keep their own guarantees, and the result stays in the result backend under
+its task id.
 
 Each process (each pool child) opens its own connection on first use: a connection is not
 shared across ``fork``, and the step's own producer waits for a confirm on every publish,
@@ -18,11 +22,11 @@ which an event does not need.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -108,18 +112,13 @@ class RedisSink:
 class NatsSink:
     """NATS: subject ``orq.events.<topic>.<queue>``, kept by the ``ORQ_EVENTS`` stream.
 
-    Unconfirmed events are sent in batches: the first event of a batch schedules one flush
-    on the transport's event loop ``ORCHESTRATOR_EVENTS_FLUSH_INTERVAL`` later, and the events
-    that arrive meanwhile ride along. nats-py lives on that loop's thread, and waking it for
-    every event made the step's own thread wait for the GIL after its socket calls. The
-    price: a process killed without a shutdown (SIGKILL, a hard time limit) loses the events
-    of its last interval; closing the sink (worker shutdown, a reconnect) sends them."""
+    Unconfirmed events handed over in a burst (the publisher's batch) reach nats-py's loop in
+    one trip: the first one schedules a flush of all that are pending by the time it runs."""
 
     def __init__(self, connection: Connection, settings: Settings) -> None:
         connection.default_channel  # noqa: B018  (connects: the transport's loop is needed)
         self._transport = connection.transport
         self._settings = settings
-        self._interval = settings.events_flush_interval
         self._pending: list[tuple[str, bytes, dict[str, str]]] = []
         self._pending_lock = threading.Lock()
 
@@ -140,11 +139,9 @@ class NatsSink:
             self._pending.append((subject, event.body, headers))
             first = len(self._pending) == 1
         if first:
-            self._transport.submit(self._flush(self._interval))
+            self._transport.submit(self._flush())
 
-    async def _flush(self, delay: float) -> None:
-        if delay > 0:
-            await asyncio.sleep(delay)
+    async def _flush(self) -> None:
         with self._pending_lock:
             batch, self._pending = self._pending, []
         try:
@@ -155,11 +152,11 @@ class NatsSink:
                            type(exc).__name__, exc)
 
     def close(self) -> None:
-        """Send what is still held (the transport's loop is the connection's: closed
+        """Send what is still pending (the transport's loop is the connection's: closed
         with it)."""
         if self._pending:
             with contextlib.suppress(Exception):
-                self._transport.run(self._flush(0), timeout=5)
+                self._transport.run(self._flush(), timeout=5)
 
 
 SINKS: Mapping[str, type[AmqpSink] | type[RedisSink] | type[NatsSink]] = {
@@ -190,7 +187,18 @@ def declare_destinations(connection: Connection, settings: Settings | None = Non
 
 
 class EventPublisher:
-    """This process's event connection and sink, made on first use and after a failure."""
+    """This process's event connection and sink, made on first use and after a failure.
+
+    Unconfirmed events are sent in batches from a thread of the publisher's own: the step's
+    ``on_success`` only appends its event, and the thread sends what has gathered
+    ``ORCHESTRATOR_EVENTS_FLUSH_INTERVAL`` after the first of a batch. Publishing inline
+    put the event's framing (py-amqp's, redis-py's, a wakeup of nats-py's loop) between the
+    step's end and its ack on every message; a pool process waiting for its next message has
+    time to spare for it instead. Closing the publisher (pool-process and worker shutdown)
+    sends what is held; a process killed outright loses its last interval's events. With
+    ``ORCHESTRATOR_EVENTS_CONFIRM`` (or an interval of 0) each event is sent, and confirmed,
+    by the caller, as before.
+    """
 
     def __init__(self, app: Celery, settings: Settings) -> None:
         self._app = app
@@ -198,28 +206,67 @@ class EventPublisher:
         self._kind = sink_class(app.conf.broker_url)
         self._connection: Connection | None = None
         self._sink: Sink | None = None
-        self._lock = threading.Lock()  # a threads or gevent pool shares this publisher
+        self._lock = threading.Lock()  # the sink: the flusher and a threads pool share it
+        self._batched = not settings.events_confirm and settings.events_flush_interval > 0
+        self._pending: list[Event] = []
+        self._pending_lock = threading.Lock()
+        self._batch_started = threading.Event()
+        self._closed = False
+        self._flusher: threading.Thread | None = None
 
     @property
     def enabled(self) -> bool:
         return self._settings.events and self._kind is not None
 
     def publish(self, event: Event) -> bool:
-        """Send ``event``; False (and a warning) if it could not be, twice."""
+        """Send ``event`` (or hold it for the next batch); False (and a warning) if it could
+        not be sent, twice."""
         if not self.enabled:
             return False
+        if self._batched and not self._closed:
+            with self._pending_lock:
+                self._pending.append(event)
+                first = len(self._pending) == 1
+                if self._flusher is None:
+                    self._flusher = threading.Thread(target=self._flush_batches, daemon=True,
+                                                     name="orchestrator-events")
+                    self._flusher.start()
+            if first:
+                self._batch_started.set()
+            return True
         with self._lock:
-            for attempt in (1, 2):
-                try:
-                    self._current_sink().send(event)
-                    return True
-                except Exception as exc:  # a broken connection, a refused publish
-                    self._drop()
-                    if attempt == 2:
-                        logger.warning("event %s (%s from %s) was not published: %s: %s",
-                                       event.id, event.topic, event.queue,
-                                       type(exc).__name__, exc)
+            return self._send(event)
+
+    def _send(self, event: Event) -> bool:
+        for attempt in (1, 2):
+            try:
+                self._current_sink().send(event)
+                return True
+            except Exception as exc:  # a broken connection, a refused publish
+                self._drop()
+                if attempt == 2:
+                    logger.warning("event %s (%s from %s) was not published: %s: %s",
+                                   event.id, event.topic, event.queue,
+                                   type(exc).__name__, exc)
         return False
+
+    def _flush_batches(self) -> None:
+        while not self._closed:
+            self._batch_started.wait()
+            if self._closed:
+                return
+            time.sleep(self._settings.events_flush_interval)
+            self.flush()
+
+    def flush(self) -> None:
+        """Send every event held now."""
+        with self._pending_lock:
+            batch, self._pending = self._pending, []
+            self._batch_started.clear()
+        if batch:
+            with self._lock:
+                for event in batch:
+                    self._send(event)
 
     def _current_sink(self) -> Sink:
         if self._sink is None:
@@ -243,6 +290,10 @@ class EventPublisher:
                 connection.release()
 
     def close(self) -> None:
+        """Send what is held, then close the connection (later events go out one by one)."""
+        self._closed = True
+        self._batch_started.set()  # the flusher wakes and ends
+        self.flush()
         with self._lock:
             self._drop()
 
