@@ -100,6 +100,12 @@ METRICS: tuple[Metric, ...] = (
 )
 
 
+def _without_nan(data: dict[str, Any]) -> dict[str, Any]:
+    """NaN is not JSON: a value that could not be measured becomes null."""
+    return {name: None if isinstance(value, float) and math.isnan(value) else value
+            for name, value in data.items()}
+
+
 # -- rows: medians per side, a ratio, the target -----------------------------------------------
 
 PLAIN = "plain"
@@ -212,9 +218,7 @@ class CostRow:
     decimals: int
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        return {name: None if isinstance(value, float) and math.isnan(value) else value
-                for name, value in data.items()}
+        return _without_nan(asdict(self))
 
 
 WORKER_PROCESSES = 2
@@ -282,8 +286,7 @@ class BulkRow:
     ratio: float
 
     def to_json(self) -> dict[str, Any]:
-        return {name: None if math.isnan(value) else value
-                for name, value in asdict(self).items()}
+        return _without_nan(asdict(self))
 
 
 def bulk_rows(broker: BrokerRecord) -> list[BulkRow]:
@@ -320,8 +323,7 @@ class FailoverRow:
     duplicates: float
 
     def to_json(self) -> dict[str, Any]:
-        return {name: None if math.isnan(value) else value
-                for name, value in asdict(self).items()}
+        return _without_nan(asdict(self))
 
 
 def failover_rows(broker: BrokerRecord) -> list[FailoverRow]:
