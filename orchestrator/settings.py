@@ -90,6 +90,14 @@ class Settings(BaseSettings):
     events_max_age: float = Field(
         86400.0, description="Seconds the NATS events stream keeps an event."
     )
+    escavador_pool: str = Field(
+        "threads", description="Celery pool of the escavadores' worker in dev mode and "
+        "docker-compose: I/O-bound steps wait on HTTP (README, 'I/O-bound steps')."
+    )
+    escavador_concurrency: int = Field(
+        16, ge=1, description="Steps the escavadores' worker runs at once (dev mode, "
+        "docker-compose)."
+    )
     events_flush_interval: float = Field(
         0.05, ge=0, description="Seconds an unconfirmed event may wait to be sent with the "
         "next ones, off the step's path (0: each at once, by the step)."

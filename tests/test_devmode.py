@@ -47,7 +47,9 @@ def test_dev_demo_runs_a_pipeline_on_the_embedded_broker_and_keeps_its_data(
     assert isinstance(services, dict)
     assert "embedded Valkey" in services["broker"]
     assert services["broker"].startswith("redis-streams://127.0.0.1:")
-    assert "flower" in services and "worker" in services
+    assert "flower" in services
+    assert "threads x16" in services["worker (escavadores)"], "escavadores wait on HTTP"
+    assert "prefork x2" in services["worker (executadores)"]
     demo = first["demo"]
     assert isinstance(demo, dict)
     assert demo["steps"] == ["escavador_youtube", "executador_arquivo"]

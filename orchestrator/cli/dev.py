@@ -57,7 +57,7 @@ def _quiet_if_the_pipe_closed() -> Iterator[None]:
 def dev_command(demo: bool, once: bool, data_dir: Path | None, flower: bool,
                 flower_port: int | None, as_json: bool, print_env: bool) -> None:
     """Run the orchestrator locally: embedded Valkey broker unless ORCHESTRATOR_BROKER_URL
-    is set, a worker for every queue, and Flower. Ctrl-C stops all of it."""
+    is set, workers for every queue (escavadores on threads), and Flower. Ctrl-C stops all of it."""
     data_dir = (data_dir or get_settings().data_dir).resolve()
     if print_env:
         _print_env(data_dir)

@@ -2,7 +2,8 @@
 
 Without ``ORCHESTRATOR_BROKER_URL`` an embedded Valkey (append-only, under the data
 directory) is the Redis Streams broker and the result backend; with it, that broker is used.
-A worker for every queue and Flower (behind basic auth with a generated password, bound to
+Two workers (the escavadores' on ``ORCHESTRATOR_ESCAVADOR_POOL``, threads: they wait on HTTP;
+the executadores' on prefork) and Flower (behind basic auth with a generated password, bound to
 127.0.0.1) run as child process groups; the demo serves the bundled sample feed on localhost
 and runs ``escavador_youtube -> executador_arquivo``. Stopping stops everything, in reverse;
 a guard process (:mod:`orchestrator.devmode.guard`) stops the children if this process dies
@@ -35,6 +36,17 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _queues_by_kind() -> tuple[list[str], list[str]]:
+    """Every work queue of the loaded steps: the escavadores', the executadores'."""
+    from orchestrator.celery_app import app  # loads the step modules: the topology's names
+    from orchestrator.topology import topology
+
+    del app
+    names = topology.names()
+    return ([name for name in names if name.startswith("escavador_")],
+            [name for name in names if not name.startswith("escavador_")])
 
 
 def _worker_ready(process: ManagedProcess) -> bool:
@@ -92,13 +104,23 @@ class DevSession:
         os.environ.update({k: v for k, v in env.items() if k.startswith("ORCHESTRATOR_")})
         get_settings.cache_clear()
         logs = self.data_dir / "logs"
-        worker = ManagedProcess(
-            "worker",
-            celery_command("worker", "--loglevel=INFO", f"--concurrency={self.concurrency}",
-                           "-n", "dev@%h"),
-            env, logs / "worker.log", _worker_ready)
-        self._start(worker)
-        self.facts["worker"] = f"pid {worker.pid}, every queue, log {worker.log_path}"
+        settings = get_settings()
+        escavadores, executadores = _queues_by_kind()
+        for name, queues, pool, concurrency in (
+                ("escavadores", escavadores, settings.escavador_pool,
+                 settings.escavador_concurrency),
+                ("executadores", executadores, "prefork", self.concurrency)):
+            if not queues:
+                continue
+            worker = ManagedProcess(
+                name,
+                celery_command("worker", "--loglevel=INFO", f"--pool={pool}",
+                               f"--concurrency={concurrency}", "-Q", ",".join(queues),
+                               "-n", f"dev-{name}@%h"),
+                env, logs / f"{name}.log", _worker_ready)
+            self._start(worker)
+            self.facts[f"worker ({name})"] = (f"pid {worker.pid}, {pool} x{concurrency}, "
+                                              f"log {worker.log_path}")
         if self.flower:
             self._start_flower(env, logs)
         for process in self.processes:
