@@ -18,17 +18,19 @@ class WorkerProcess:
     """One worker subprocess with its own log file and node name."""
 
     def __init__(self, env: dict[str, str], log_dir: Path, queues: list[str] | None = None,
-                 concurrency: int = 2, name: str | None = None) -> None:
+                 concurrency: int = 2, name: str | None = None, pool: str = "prefork") -> None:
         self.env = env
         self.queues = queues
         self.concurrency = concurrency
+        self.pool = pool
         self.nodename = f"{name or 'test'}-{uuid.uuid4().hex[:6]}@localhost"
         self.log_path = log_dir / f"{self.nodename.split('@')[0]}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         command = [sys.executable, "-m", "celery", "-A", "orchestrator", "worker",
-                   "--loglevel=INFO", f"--concurrency={self.concurrency}", "-n", self.nodename,
+                   "--loglevel=INFO", f"--pool={self.pool}", f"--concurrency={self.concurrency}",
+                   "-n", self.nodename,
                    "--without-mingle", "--without-gossip", f"--logfile={self.log_path}"]
         if self.queues:
             command += ["-Q", ",".join(self.queues)]
