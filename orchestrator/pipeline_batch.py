@@ -32,7 +32,7 @@ from orchestrator.pipeline import (
     PipelineHandle,
     build_pipeline,
 )
-from orchestrator.transports.confirm_batch import ConfirmBatch, confirm_batch
+from orchestrator.transports.confirm_batch import ConfirmBatch, NotConfirmed, confirm_batch
 
 DEFAULT_CONFIRM_TIMEOUT = 30.0
 
@@ -189,8 +189,10 @@ def run_pipelines(requests: Iterable[PipelineRequest], *, app: Celery | None = N
                     errors[index] = f"not sent: {type(exc).__name__}: {exc}"
         finally:
             _batch_producers.current = None
-        for owner, outcome in zip(producer.owners, producer.confirms.settle(timeout),
-                                  strict=True):
+        outcomes = producer.confirms.settle(timeout)
+        for number, owner in enumerate(producer.owners):
+            outcome = outcomes[number] if number < len(outcomes) else NotConfirmed(
+                "the broker's answer for it is missing")
             if outcome is not None and owner not in errors:
                 errors[owner] = f"not confirmed: {outcome}"
     items = []

@@ -69,6 +69,7 @@ class AmqpConfirmBatch:
 
     def settle(self, timeout: float) -> list[BaseException | None]:
         deadline = time.monotonic() + timeout
+        late = NotConfirmed(f"no confirm from the broker within {timeout:g} s")
         while len(self._outcomes) < self._count:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -77,7 +78,9 @@ class AmqpConfirmBatch:
                 self._connection.drain_events(timeout=min(remaining, 1.0))
             except TimeoutError:
                 continue
-        late = NotConfirmed(f"no confirm from the broker within {timeout:g} s")
+            except Exception as exc:  # the connection broke: what is unsettled stays so
+                late = NotConfirmed(f"the connection broke before a confirm: {exc}")
+                break
         return [self._outcomes.get(tag, late) for tag in range(1, self._count + 1)]
 
 
