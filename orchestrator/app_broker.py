@@ -13,6 +13,17 @@ from typing import Any
 from kombu.connection import Connection
 
 
+def broker_scheme(broker_url: Any) -> str:
+    """The transport scheme of a broker URL, as Kombu reads it: the first URL of a failover
+    list (``a;b`` or a list), without a ``+`` suffix (``amqp+ssl``); "" when there is none.
+    Topology routing, the event sinks and the AsyncAPI document all decide by it."""
+    first = broker_url[0] if isinstance(broker_url, list | tuple) else broker_url
+    text = str(first or "").split(";", 1)[0]
+    if "://" not in text:
+        return ""
+    return text.split("://", 1)[0].split("+", 1)[0]
+
+
 def point_app_at(app: Any, url: str) -> None:
     """Re-point ``app`` at the broker ``url``, dropping pooled connections to the old one."""
     if app.conf.broker_url == url and app.conf.broker_write_url in (None, url):

@@ -15,6 +15,7 @@ from importlib import metadata
 from typing import Any
 from urllib.parse import urlsplit
 
+from orchestrator.app_broker import broker_scheme
 from orchestrator.envelope import Envelope
 from orchestrator.events import cloudevents, destinations
 from orchestrator.steps import registered_steps
@@ -87,7 +88,7 @@ def envelope_schemas() -> dict[str, Any]:
 
 
 def _protocol(broker_url: str) -> str:
-    scheme = urlsplit(broker_url).scheme.split("+")[0]
+    scheme = broker_scheme(broker_url)
     return PROTOCOLS.get(scheme, scheme or "amqp")
 
 

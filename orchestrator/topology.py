@@ -36,6 +36,7 @@ from typing import Any, Literal
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
+from orchestrator.app_broker import broker_scheme
 from orchestrator.transports.dead_lettering import DeadLetterRoute
 
 WORK_EXCHANGE = "orchestrator"
@@ -79,8 +80,7 @@ def routes_through_exchange(broker_url: Any) -> bool:
 @functools.lru_cache(maxsize=64)
 def _routes_through_exchange(url: str) -> bool:
     """Per URL, parsed once: the router asks on every publish."""
-    scheme = url.split(";", 1)[0].split("://", 1)[0]
-    return scheme.split("+")[0] in SERVER_ROUTED_SCHEMES
+    return broker_scheme(url) in SERVER_ROUTED_SCHEMES
 
 
 def dlq_name(queue: str) -> str:

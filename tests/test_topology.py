@@ -190,3 +190,17 @@ def test_a_quorum_dlq_of_an_earlier_version_is_used_as_it_is(
             with connection.channel() as channel:
                 for name in (spec.name, spec.dlq):
                     Queue(name, channel=channel).delete()
+
+
+@pytest.mark.parametrize(("url", "scheme"), [
+    ("amqp://guest:guest@127.0.0.1:5672//", "amqp"),
+    ("amqp+ssl://host//", "amqp"),
+    ("redis-streams://127.0.0.1:6379/0;redis-streams://other:6379/0", "redis-streams"),
+    (["nats://a:4222", "nats://b:4222"], "nats"),
+    ("", ""),
+    (None, ""),
+])
+def test_one_reading_of_a_broker_urls_scheme(url: object, scheme: str) -> None:
+    from orchestrator.app_broker import broker_scheme
+
+    assert broker_scheme(url) == scheme

@@ -35,6 +35,7 @@ from kombu.connection import Connection
 from kombu.entity import Exchange
 from kombu.messaging import Producer
 
+from orchestrator.app_broker import broker_scheme
 from orchestrator.events import cloudevents, destinations
 from orchestrator.events.cloudevents import Event
 from orchestrator.settings import Settings, get_settings
@@ -168,9 +169,7 @@ SINKS: Mapping[str, type[AmqpSink] | type[RedisSink] | type[NatsSink]] = {
 
 
 def sink_class(broker_url: Any) -> type[AmqpSink] | type[RedisSink] | type[NatsSink] | None:
-    first = broker_url[0] if isinstance(broker_url, list | tuple) else broker_url
-    scheme = str(first or "").split(";", 1)[0].split("://", 1)[0]
-    return SINKS.get(scheme)
+    return SINKS.get(broker_scheme(broker_url))
 
 
 def declare_destinations(connection: Connection, settings: Settings | None = None) -> None:
