@@ -254,3 +254,18 @@ def test_a_dead_letter_announcement_says_which_step_request_and_reason() -> None
     assert event.topic == "dead_letter" and event.attributes["correlationid"] == "c"
     anonymous = cloudevents.dead_letter_event({**details, "correlation_id": None})
     assert "correlationid" not in anonymous.attributes
+
+
+@pytest.mark.broker
+def test_held_events_are_bounded(on_broker: BrokerUnderTest,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the broker away the batch cannot leave; events must not pile up in memory."""
+    from orchestrator.events import publisher as publisher_module
+
+    monkeypatch.setattr(publisher_module, "MAX_HELD_EVENTS", 3)
+    settings = get_settings().model_copy(update={"events_flush_interval": 600.0})
+    events = EventPublisher(configured_app(), settings)
+    sent = [events.publish(cloudevents.result_event(
+        "escavador_eco", str(uuid.uuid4()), envelope("resultado_coleta"))) for _ in range(4)]
+    events.close()
+    assert sent == [True, True, True, False]

@@ -185,6 +185,11 @@ def declare_destinations(connection: Connection, settings: Settings | None = Non
         sink.close()
 
 
+MAX_HELD_EVENTS = 10_000
+"""Events a process holds for its next batch at most: with the broker away they would
+otherwise pile up in memory; later ones are dropped (and logged)."""
+
+
 class EventPublisher:
     """This process's event connection and sink, made on first use and after a failure.
 
@@ -224,6 +229,10 @@ class EventPublisher:
             return False
         if self._batched and not self._closed:
             with self._pending_lock:
+                if len(self._pending) >= MAX_HELD_EVENTS:  # the broker is away: bounded
+                    logger.warning("event %s (%s from %s) dropped: %d events wait already",
+                                   event.id, event.topic, event.queue, len(self._pending))
+                    return False
                 self._pending.append(event)
                 first = len(self._pending) == 1
                 if self._flusher is None:
@@ -264,8 +273,12 @@ class EventPublisher:
             self._batch_started.clear()
         if batch:
             with self._lock:
-                for event in batch:
-                    self._send(event)
+                for number, event in enumerate(batch):
+                    if not self._send(event):  # twice, on a fresh connection: give up
+                        if number + 1 < len(batch):
+                            logger.warning("%d more events of this batch dropped",
+                                           len(batch) - number - 1)
+                        return
 
     def _current_sink(self) -> Sink:
         if self._sink is None:
