@@ -17,6 +17,7 @@ from orchestrator.failures import dead_letter_queues as dlq
 from orchestrator.settings import get_settings
 from tests.conftest import CRASH_QUEUES, dead_letters_for
 from tests.support.brokers import BrokerUnderTest
+from tests.support.crashes import assert_a_killed_step_completes_exactly_once
 from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcess, worker_env
 
@@ -261,24 +262,10 @@ def test_sigkill_mid_task_completes_exactly_once_after_restart(
     on_broker: object, crash_env: dict[str, str], crash_workers: list[WorkerProcess],
     log_dir: Path, tmp_path: Path,
 ) -> None:
-    from orchestrator.pipeline import run_pipeline
-
     first = start_crash_worker(crash_env, log_dir, crash_workers)
-    started = tmp_path / "started"
-    effects = tmp_path / "effects"
-    handle = run_pipeline("lento", {"seconds": 0.5, "after_seconds": 2,
-                                    "started_marker": str(started),
-                                    "effects_file": str(effects)}, execute=["arquivo"])
-    wait_until(effects.exists, timeout=TIMEOUT, message="the side effect")
-    first.kill()  # after the side effect, before the ack
-    start_crash_worker(crash_env, log_dir, crash_workers)
-    [final] = handle.wait(timeout=TIMEOUT)
-    assert str(final.correlation_id) == handle.correlation_id
-    assert effects.read_text().splitlines() == [f"{handle.correlation_id}:escavador_lento"]
-    lines = (Path(get_settings().data_dir) / "arquivo" / "resultados.jsonl").read_text()
-    mine = [line for line in lines.splitlines()
-            if json.loads(line)["correlation_id"] == handle.correlation_id]
-    assert len(mine) == 1
+    assert_a_killed_step_completes_exactly_once(
+        first.kill, lambda: start_crash_worker(crash_env, log_dir, crash_workers), tmp_path,
+        TIMEOUT)
 
 
 @pytest.mark.crash

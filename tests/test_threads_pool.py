@@ -8,16 +8,15 @@ that kills its process kills the whole worker.
 
 from __future__ import annotations
 
-import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from orchestrator.settings import get_settings
 from tests.conftest import CRASH_QUEUES
 from tests.support.brokers import BrokerUnderTest
+from tests.support.crashes import assert_a_killed_step_completes_exactly_once
 from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcess, worker_env
 
@@ -67,22 +66,10 @@ def test_a_killed_threaded_worker_leaves_its_step_to_another_exactly_once(
     on_broker: BrokerUnderTest, log_dir: Path, tmp_path: Path,
     threads_workers: list[WorkerProcess],
 ) -> None:
-    from orchestrator.pipeline import run_pipeline
-
     first = start_threads_worker(on_broker, log_dir, threads_workers)
-    effects = tmp_path / "effects"
-    handle = run_pipeline("lento", {"seconds": 0.5, "after_seconds": 2,
-                                    "effects_file": str(effects)}, execute=["arquivo"])
-    wait_until(effects.exists, timeout=TIMEOUT, message="the side effect")
-    first.kill()  # after the side effect, before the ack
-    start_threads_worker(on_broker, log_dir, threads_workers)
-    [final] = handle.wait(timeout=TIMEOUT)
-    assert str(final.correlation_id) == handle.correlation_id
-    assert effects.read_text().splitlines() == [f"{handle.correlation_id}:escavador_lento"]
-    lines = (Path(get_settings().data_dir) / "arquivo" / "resultados.jsonl").read_text()
-    mine = [line for line in lines.splitlines()
-            if json.loads(line)["correlation_id"] == handle.correlation_id]
-    assert len(mine) == 1
+    assert_a_killed_step_completes_exactly_once(
+        first.kill, lambda: start_threads_worker(on_broker, log_dir, threads_workers),
+        tmp_path, TIMEOUT)
 
 
 def test_sigterm_lets_a_running_step_finish(on_broker: BrokerUnderTest, log_dir: Path,
