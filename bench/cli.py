@@ -15,10 +15,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from bench.config import DEFAULT_REDIS_URL, orchestrator_env, plain_env
+from bench.config import DEFAULT_REDIS_URL, SCENARIOS, orchestrator_env, plain_env
 from bench.services import BROKERS
 
-SCENARIO_NAMES = ("throughput", "publish", "latency", "fanout", "backlog", "failover", "io")
+SCENARIO_NAMES = SCENARIOS
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 EXIT_MEASUREMENT_FAILED = 1
 EXIT_INTERRUPTED = 130

@@ -36,8 +36,6 @@ from bench.side_plain import PlainSide
 from bench.slow_server import SlowServer
 from orchestrator.settings import redact_url
 
-SCENARIOS = ("throughput", "publish", "latency", "fanout", "backlog", "failover", "io")
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -217,15 +215,10 @@ def run(plan: Plan, console: Console) -> tuple[list[BrokerRecord], bool]:
 
 
 def _taking_part(sides: tuple[Side, ...], scenario: str, url: str) -> tuple[Side, ...]:
-    """The sides that have this scenario and a client for this broker (a peer such as
-    Dramatiq says which it has; the Celery sides have them all); the bulk side is in the
-    publish scenario only."""
+    """The sides that have this scenario (``scenarios``) and a client for this broker
+    (``supports``; a peer such as Dramatiq has no NATS one)."""
     found = []
     for side in sides:
-        if side.name == "orchestrator-bulk" and scenario != "publish":
-            continue
-        if scenario == "failover" and side.name != "orchestrator":
-            continue  # the transports' failover: the orchestrator's worker is enough
         scenarios = getattr(side, "scenarios", None)
         supports = getattr(side, "supports", None)
         if scenarios is not None and scenario not in scenarios:

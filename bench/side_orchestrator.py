@@ -14,7 +14,7 @@ from typing import Any
 
 from celery.canvas import Signature
 
-from bench.config import base_env, orchestrator_env
+from bench.config import SCENARIOS, WITHOUT_FAILOVER, base_env, orchestrator_env
 from bench.side import FANOUT_WIDTH, CanvasFailed
 from bench.workers import WorkerSpec
 from orchestrator.app_broker import point_app_at
@@ -52,6 +52,7 @@ class OrchestratorSide:
 
     def __init__(self, redis_url: str, events: bool = True) -> None:
         self.name = "orchestrator" if events else "orchestrator-no-events"
+        self.scenarios = frozenset(SCENARIOS) if events else WITHOUT_FAILOVER
         self._events = events
         self._redis_url = redis_url
         self._app = app
@@ -149,6 +150,7 @@ class BulkOrchestratorSide(OrchestratorSide):
     def __init__(self, redis_url: str) -> None:
         super().__init__(redis_url)
         self.name = "orchestrator-bulk"
+        self.scenarios = frozenset({"publish"})
         self._pending: list[PipelineRequest] = []
 
     def publish(self, payload: dict[str, Any]) -> None:

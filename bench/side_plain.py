@@ -8,7 +8,7 @@ from typing import Any
 from celery import chain, chord
 
 from bench import plain_app
-from bench.config import base_env, plain_env
+from bench.config import WITHOUT_FAILOVER, base_env, plain_env
 from bench.side import FANOUT_WIDTH, CanvasFailed, without_publish_hooks
 from bench.workers import WorkerSpec
 from orchestrator.app_broker import point_app_at
@@ -21,6 +21,7 @@ class PlainSide:
     """Plain ``apply_async``, ``chain`` and ``chord`` of one no-op task on a classic queue."""
 
     name = "plain"
+    scenarios = WITHOUT_FAILOVER
 
     def __init__(self, redis_url: str, task_events: bool, quorum: bool = False) -> None:
         self._redis_url = redis_url

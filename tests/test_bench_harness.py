@@ -59,15 +59,19 @@ def test_the_events_cost_is_the_per_round_ratio_with_over_without() -> None:
 
 
 def test_the_peers_and_the_bulk_side_take_part_only_where_they_can() -> None:
+    from bench.config import SCENARIOS, WITHOUT_FAILOVER
     from bench.runner import _taking_part
     from bench.side_dramatiq import DramatiqSide, dramatiq_url
 
-    class CelerySide:
-        def __init__(self, name: str) -> None:
+    class CelerySide:  # what the plain, orchestrator and bulk sides declare
+        def __init__(self, name: str, scenarios: frozenset[str]) -> None:
             self.name = name
+            self.scenarios = scenarios
 
-    plain, bulk, peer = CelerySide("plain"), CelerySide("orchestrator-bulk"), DramatiqSide("")
-    orchestrator = CelerySide("orchestrator")
+    plain = CelerySide("plain", WITHOUT_FAILOVER)
+    bulk = CelerySide("orchestrator-bulk", frozenset({"publish"}))
+    peer = DramatiqSide("")
+    orchestrator = CelerySide("orchestrator", frozenset(SCENARIOS))
     sides: Any = (plain, orchestrator, bulk, peer)
     amqp, nats = "amqp://guest:guest@127.0.0.1:5672//", "nats://127.0.0.1:4222"
     assert _taking_part(sides, "publish", amqp) == (plain, orchestrator, bulk, peer)

@@ -40,10 +40,9 @@ def _free_port() -> int:
 
 def _queues_by_kind() -> tuple[list[str], list[str]]:
     """Every work queue of the loaded steps: the escavadores', the executadores'."""
-    from orchestrator.celery_app import app  # loads the step modules: the topology's names
+    import orchestrator.celery_app  # noqa: F401  (loads the step modules: the topology's names)
     from orchestrator.topology import topology
 
-    del app
     names = topology.names()
     return ([name for name in names if name.startswith("escavador_")],
             [name for name in names if not name.startswith("escavador_")])
