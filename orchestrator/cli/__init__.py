@@ -9,6 +9,7 @@ import click
 
 from orchestrator.cli.asyncapi import asyncapi_command
 from orchestrator.cli.common import EXIT_INTERRUPTED, err_console, fail_cleanly, print_error
+from orchestrator.cli.console import console_command
 from orchestrator.cli.dev import dev_command
 from orchestrator.cli.dlq import dlq_group
 from orchestrator.cli.metrics import metrics_command
@@ -47,6 +48,7 @@ cli.add_command(dlq_group)
 cli.add_command(dev_command)
 cli.add_command(metrics_command)
 cli.add_command(asyncapi_command)
+cli.add_command(console_command)
 
 
 def main() -> None:
