@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 import redis
@@ -48,6 +52,7 @@ def test_dev_demo_runs_a_pipeline_on_the_embedded_broker_and_keeps_its_data(
     assert "embedded Valkey" in services["broker"]
     assert services["broker"].startswith("redis-streams://127.0.0.1:")
     assert "flower" in services
+    assert "(user dev, password " in services["console"], "a generated password, said"
     assert "threads x16" in services["worker (escavadores)"], "escavadores wait on HTTP"
     assert "prefork x2" in services["worker (executadores)"]
     demo = first["demo"]
@@ -86,6 +91,7 @@ class RunningDev:
         self.children = psutil.Process(self.process.pid).children(recursive=True)
         names = " ".join(" ".join(child.cmdline()) for child in self.children)
         assert "valkey" in names and "worker" in names and "devmode.guard" in names, names
+        assert "orchestrator.console" in names, names
 
     def left_behind(self) -> list[psutil.Process]:
         return [child for child in self.children
@@ -134,6 +140,45 @@ def test_other_commands_find_a_running_dev_and_a_second_one_refuses(
     assert listing.stderr.splitlines() == [
         f"using the orchestrator dev running on {data_dir} (pid "
         f"{running_dev_session.process.pid}): broker {state.broker_url}"]
+
+
+def console_line(process: subprocess.Popen[bytes], timeout: float = 60) -> re.Match[str]:
+    """The facts' console line on ``orchestrator dev``'s stdout: its URL and password."""
+    assert process.stdout is not None
+    pattern = re.compile(r"console\s*\S\s*(http://\S+)\s+\(user dev, password (\S+)\)")
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.5)
+        if ready:
+            chunk = os.read(process.stdout.fileno(), 65536).decode(errors="replace")
+            assert chunk, f"orchestrator dev closed its stdout:\n{seen}"
+            seen += chunk
+            found = pattern.search(seen)
+            if found:
+                return found
+    raise AssertionError(f"no console line from orchestrator dev in {timeout}s:\n{seen}")
+
+
+def test_dev_serves_the_console_behind_its_generated_password(
+    running_dev_session: RunningDev,
+) -> None:
+    found = console_line(running_dev_session.process)
+    url, password = found.group(1), found.group(2)
+    state = running_dev(running_dev_session.data_dir)
+    assert state is not None and state.console_url == url
+    assert password not in (running_dev_session.data_dir / STATE_FILE).read_text()
+    with httpx.Client(base_url=url, timeout=30) as client:
+        assert client.get("/").headers["location"].startswith("/login")
+        token = re.search(r'name="_xsrf" value="([^"]+)"', client.get("/login").text)
+        assert token is not None
+        form = {"_xsrf": token.group(1), "user": "dev", "next": "/"}
+        assert client.post("/login", data={**form, "password": "wrong-password"}
+                           ).status_code == 403
+        assert client.post("/login", data={**form, "password": password}).status_code == 302
+        page = client.get("/")
+    assert page.status_code == 200, page.text
+    assert "escavador_youtube.dlq" in page.text, "the console reads the session's broker"
 
 
 def test_ctrl_c_with_a_closed_pipe_still_stops_every_child(

@@ -1,4 +1,5 @@
-"""``orchestrator dev``: broker, worker and Flower on this machine; ``--demo`` runs a pipeline."""
+"""``orchestrator dev``: broker, workers, Flower and the console on this machine; ``--demo`` runs
+a pipeline."""
 
 from __future__ import annotations
 
@@ -50,19 +51,26 @@ def _quiet_if_the_pipe_closed() -> Iterator[None]:
               help="Where the embedded broker, logs and files live [ORCHESTRATOR_DATA_DIR].")
 @click.option("--flower/--no-flower", default=True, show_default=True, help="Start Flower.")
 @click.option("--flower-port", type=int, default=None, help="Flower's port (default: a free one).")
+@click.option("--console/--no-console", "with_console", default=True, show_default=True,
+              help="Start the operator console (orchestrator console).")
+@click.option("--console-port", type=int, default=None,
+              help="The console's port (default: a free one).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only (with --once).")
 @click.option("--env", "print_env", is_flag=True,
               help="Print `export ...` lines pointing a shell at the running dev session of "
                    "the data directory, and exit.")
 def dev_command(demo: bool, once: bool, data_dir: Path | None, flower: bool,
-                flower_port: int | None, as_json: bool, print_env: bool) -> None:
+                flower_port: int | None, with_console: bool, console_port: int | None,
+                as_json: bool, print_env: bool) -> None:
     """Run the orchestrator locally: embedded Valkey broker unless ORCHESTRATOR_BROKER_URL
-    is set, workers for every queue (escavadores on threads), and Flower. Ctrl-C stops all of it."""
+    is set, workers for every queue (escavadores on threads), Flower and the operator console.
+    Ctrl-C stops all of it."""
     data_dir = (data_dir or get_settings().data_dir).resolve()
     if print_env:
         _print_env(data_dir)
         return
-    session = DevSession(data_dir=data_dir, flower=flower, flower_port=flower_port, demo=demo)
+    session = DevSession(data_dir=data_dir, flower=flower, flower_port=flower_port,
+                         console=with_console, console_port=console_port, demo=demo)
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -3,7 +3,8 @@
 Without ``ORCHESTRATOR_BROKER_URL`` an embedded Valkey (append-only, under the data
 directory) is the Redis Streams broker and the result backend; with it, that broker is used.
 Two workers (the escavadores' on ``ORCHESTRATOR_ESCAVADOR_POOL``, threads: they wait on HTTP;
-the executadores' on prefork) and Flower (behind basic auth with a generated password, bound to
+the executadores' on prefork), Flower (behind basic auth with a generated password, bound to
+127.0.0.1) and the operator console (``orchestrator console``, a generated password too, on
 127.0.0.1) run as child process groups; the demo serves the bundled sample feed on localhost
 and runs ``escavador_youtube -> executador_arquivo``. Stopping stops everything, in reverse;
 a guard process (:mod:`orchestrator.devmode.guard`) stops the children if this process dies
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from orchestrator.console.auth import PASSWORD_VARIABLE, USER_VARIABLE, generate_password
 from orchestrator.devmode.embedded_broker import EmbeddedBroker
 from orchestrator.devmode.feed_server import SAMPLE_CHANNEL_ID, SampleFeedServer
 from orchestrator.devmode.guard import Guard
@@ -61,6 +64,15 @@ def _flower_ready(url: str) -> Callable[[ManagedProcess], bool]:
     return check
 
 
+def _console_ready(url: str) -> Callable[[ManagedProcess], bool]:
+    def check(_: ManagedProcess) -> bool:
+        try:
+            return httpx.get(url + "/healthcheck", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+    return check
+
+
 @dataclass
 class DevSession:
     """Everything ``orchestrator dev`` started, so it can all be stopped."""
@@ -68,6 +80,8 @@ class DevSession:
     data_dir: Path
     flower: bool = True
     flower_port: int | None = None
+    console: bool = True
+    console_port: int | None = None
     demo: bool = False
     concurrency: int = 2
     embedded: EmbeddedBroker | None = None
@@ -77,6 +91,7 @@ class DevSession:
     lock: DevLock | None = None
     guard: Guard | None = None
     flower_url: str | None = None
+    console_url: str | None = None
 
     def start(self) -> None:
         """Lock the data directory (:class:`~orchestrator.devmode.state.DevAlreadyRunning`
@@ -122,13 +137,15 @@ class DevSession:
                                               f"log {worker.log_path}")
         if self.flower:
             self._start_flower(env, logs)
+        if self.console:
+            self._start_console(env, logs)
         for process in self.processes:
             process.wait_ready()
         write_state(DevState(
             pid=os.getpid(), data_dir=str(self.data_dir),
             broker_url=self.embedded.broker_url if self.embedded else None,
             result_backend=self.embedded.result_backend if self.embedded else None,
-            flower_url=self.flower_url,
+            flower_url=self.flower_url, console_url=self.console_url,
             started_at=datetime.now(UTC).isoformat(timespec="seconds")))
         self.facts["other commands"] = (f"find this session by its {self.data_dir.name}/ "
                                         "folder, or: eval \"$(orchestrator dev --env)\"")
@@ -150,6 +167,21 @@ class DevSession:
         self._start(flower)
         self.flower_url = url
         self.facts["flower"] = f"{url}  (user dev, password {password})"
+
+    def _start_console(self, env: dict[str, str], logs: Path) -> None:
+        """``orchestrator console`` with a password made for this run, said like Flower's."""
+        port = self.console_port or _free_port()
+        password = generate_password()
+        console_env = {**env, PASSWORD_VARIABLE: password, USER_VARIABLE: "dev"}
+        url = f"http://127.0.0.1:{port}"
+        process = ManagedProcess(
+            "console",
+            [sys.executable, "-m", "orchestrator.console", f"--port={port}",
+             "--address=127.0.0.1"],
+            console_env, logs / "console.log", _console_ready(url))
+        self._start(process)
+        self.console_url = url
+        self.facts["console"] = f"{url}  (user dev, password {password})"
 
     def run_demo(self, timeout: float = 120.0) -> dict[str, Any]:
         """Trigger the sample pipeline and wait for it: the proof that everything is wired."""

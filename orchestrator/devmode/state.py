@@ -38,6 +38,7 @@ class DevState:
     result_backend: str | None
     flower_url: str | None
     started_at: str
+    console_url: str | None = None
 
     def environment(self) -> dict[str, str]:
         """The settings that point another command at this session."""
