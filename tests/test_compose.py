@@ -254,6 +254,26 @@ def test_flower_basic_auth_comes_from_env(
     assert "celery -A orchestrator flower" in compose_text
 
 
+def test_the_console_runs_from_the_image_behind_a_password_from_env(
+    services: dict[str, dict[str, Any]]
+) -> None:
+    service = services["console"]
+    assert service.get("build"), "the console is not built from the Dockerfile"
+    argv = _command(service)
+    assert argv[:2] == ["orchestrator", "console"], argv
+    assert "--address=0.0.0.0" in argv, "inside its container it listens on every interface"
+    env = _environment(service)
+    assert env.get("ORCHESTRATOR_BROKER_URL") == _environment(
+        services["flower"]).get("ORCHESTRATOR_BROKER_URL"), "the same broker as the workers"
+    assert env.get("ORCHESTRATOR_RESULT_BACKEND") == "redis://redis:6379/0"
+    assert env.get("ORCHESTRATOR_CONSOLE_PASSWORD") == "${CONSOLE_PASSWORD:?set CONSOLE_PASSWORD}"
+    assert env.get("ORCHESTRATOR_CONSOLE_USER", "").startswith("${CONSOLE_USER:?")
+    assert {"rabbitmq", "redis"} <= set(service["depends_on"])
+    assert [str(port) for port in service["ports"]] == ["127.0.0.1:8080:8080"], (
+        "it can replay and purge: published on the loopback interface only")
+    assert "/healthcheck" in " ".join(service["healthcheck"]["test"])
+
+
 def test_no_literal_credentials(compose: dict[str, Any], compose_text: str) -> None:
     for name, service in compose["services"].items():
         for key, value in _environment(service).items():
@@ -275,7 +295,8 @@ def test_env_example_lists_every_required_variable(compose: dict[str, Any]) -> N
     required = {
         var for text in _strings(compose) for var in re.findall(r"\$\{([A-Z0-9_]+):\?", text)
     }
-    assert {"RABBITMQ_PASSWORD", "FLOWER_USER", "FLOWER_PASSWORD"} <= required
+    assert {"RABBITMQ_PASSWORD", "FLOWER_USER", "FLOWER_PASSWORD", "CONSOLE_USER",
+            "CONSOLE_PASSWORD"} <= required
     listed = {
         line.split("=", 1)[0].strip()
         for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
