@@ -102,6 +102,18 @@ class Settings(BaseSettings):
         0.05, ge=0, description="Seconds an unconfirmed event may wait to be sent with the "
         "next ones, off the step's path (0: each at once, by the step)."
     )
+    trace_enabled: bool = Field(
+        True, description="Keep each request's timeline in Redis for `orchestrator trace` "
+        "(README, 'Where is request X?')."
+    )
+    trace_retention: int = Field(
+        3 * 86400, ge=1, description="Seconds a request's timeline is kept after its last "
+        "event."
+    )
+    trace_max_events: int = Field(
+        1000, ge=1, description="Events kept per request (the newest; a request that retries "
+        "forever stays bounded)."
+    )
 
 
 @lru_cache(maxsize=1)

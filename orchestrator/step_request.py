@@ -26,6 +26,7 @@ from celery.exceptions import (
 from celery.worker.request import Request
 
 from orchestrator.failures.outcome import was_dead_lettered
+from orchestrator.trace import hooks as trace
 
 logger = logging.getLogger("orchestrator.step")
 
@@ -50,4 +51,6 @@ class StepRequest(Request):  # type: ignore[misc]
             logger.error("%s[%s] failed outside the step runtime (%r): rejecting the message "
                          "to the dead-letter queue", self.name, self.id, exc_info.exception)
             self.reject(requeue=False)  # Celery's ack below is then a no-op
+            exc = exc_info.exception
+            trace.rejected(self, exc.exc if isinstance(exc, ExceptionWithTraceback) else exc)
         super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)

@@ -44,6 +44,7 @@ from orchestrator.result_backend import StepResultBackend
 from orchestrator.settings import get_settings
 from orchestrator.step_spec import StepContext, StepSpec
 from orchestrator.topology import dlq_name
+from orchestrator.trace import hooks as trace
 
 logger = get_task_logger("orchestrator.step")
 
@@ -171,6 +172,7 @@ class StepTask(Task):  # type: ignore[misc]
         Celery stored the result, before the message is acknowledged. Its id comes from the
         idempotency key: every delivery that returns this stored result publishes the same
         event."""
+        trace.succeeded(self, task_id)
         if isinstance(retval, dict):
             key = getattr(self.request, EVENT_KEY_ATTRIBUTE, None) or task_id
             events.announce_result(self.app, self.step_spec.queue, key, retval)
@@ -187,6 +189,7 @@ class StepTask(Task):  # type: ignore[misc]
         if isinstance(decision, DeadLetterNow):
             self._dead_letter_and_raise(exc, decision.reason, correlation_id)
         headers = message_headers.carried(self.request.headers)
+        trace.retried(self, exc, decision.countdown, decision.busy, correlation_id)
         if not decision.busy:
             logger.warning("attempt %d failed (%s: %s); retrying in %.1fs",
                            retries_done + 1, type(exc).__name__, exc, decision.countdown)
@@ -228,6 +231,7 @@ class StepTask(Task):  # type: ignore[misc]
         logger.error("dead-lettered to %s (%s): %s: %s", dlq_name(self.step_spec.queue),
                      reason, type(exc).__name__, exc)
         events.announce_dead_letter(self.app, details)
+        trace.dead_lettered(self, exc, details)
         raise mark_dead_lettered(exc)
 
     def _publish_dead_letter(self, headers: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from orchestrator.cli.dlq import dlq_group
 from orchestrator.cli.metrics import metrics_command
 from orchestrator.cli.run import run_command
 from orchestrator.cli.topology import topology_command
+from orchestrator.cli.trace import trace_command
 from orchestrator.devmode.state import running_dev
 from orchestrator.settings import get_settings
 
@@ -48,6 +49,7 @@ cli.add_command(dlq_group)
 cli.add_command(dev_command)
 cli.add_command(metrics_command)
 cli.add_command(asyncapi_command)
+cli.add_command(trace_command)
 cli.add_command(console_command)
 
 

@@ -44,12 +44,15 @@ def dlq_group() -> None:
 @dlq_group.command("list")
 @click.argument("queue", required=False)
 @click.option("--limit", default=200, show_default=True, help="At most this many entries.")
+@click.option("--correlation-id", "correlation_id", default=None,
+              help="Only the dead letters of this request.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
-def list_command(queue: str | None, limit: int, as_json: bool) -> None:
+def list_command(queue: str | None, limit: int, correlation_id: str | None,
+                 as_json: bool) -> None:
     """Count per DLQ, then the entries: id, queue, reason, attempts, age, correlation id,
     error."""
     counts = dlq.counts(queue)
-    letters = dlq.list_dead_letters(queue, limit=limit)
+    letters = dlq.list_dead_letters(queue, limit=limit, correlation_id=correlation_id)
     if as_json:
         print_json({"counts": counts, "entries": [letter.summary() for letter in letters]})
         return
@@ -90,20 +93,26 @@ def print_entries(out: Console, entries: Sequence[dict[str, Any]]) -> None:
 
 
 @dlq_group.command("show")
-@click.argument("letter_id")
+@click.argument("letter_id", metavar="ID_OR_CORRELATION_ID")
 @click.option("--queue", default=None, help="Look only in this queue's DLQ.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
 def show_command(letter_id: str, queue: str | None, as_json: bool) -> None:
-    """One dead letter in full: details, traceback, headers and body."""
+    """One dead letter in full (details, traceback, headers, body), or every dead letter of
+    a request given its correlation id (--json: then a list)."""
     try:
-        letter = dlq.show(letter_id, queue=queue)
+        letters = dlq.find(letter_id, queue=queue)
     except dlq.DeadLetterNotFound as exc:
         print_error(exc)
         raise SystemExit(EXIT_FAILED) from None
+    by_id = letters[0].id == letter_id
     if as_json:
-        print_json(letter.full())
+        print_json(letters[0].full() if by_id else [letter.full() for letter in letters])
         return
-    print_letter(letter.full())
+    for number, letter in enumerate(letters):
+        if not by_id:
+            console.print(f"[bold]dead letter {number + 1} of {len(letters)} of request "
+                          f"{escape(letter_id)}[/bold]")
+        print_letter(letter.full())
 
 
 def print_letter(full: dict[str, Any]) -> None:
@@ -130,17 +139,19 @@ def print_letter(full: dict[str, Any]) -> None:
 
 
 @dlq_group.command("replay")
-@click.argument("letter_id", required=False)
+@click.argument("letter_id", metavar="[ID_OR_CORRELATION_ID]", required=False)
 @click.option("--all", "all_", is_flag=True, help="Replay every dead letter (of --queue).")
 @click.option("--queue", default=None, help="Only this queue's DLQ.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
 def replay_command(letter_id: str | None, all_: bool, queue: str | None, as_json: bool) -> None:
-    """Send dead letters back to their queue: retry count reset, correlation id kept."""
+    """Send dead letters back to their queue: retry count reset, correlation id kept. One
+    by its id, every one of a request by its correlation id, or --all."""
     if bool(letter_id) == all_:
-        raise click.UsageError("give a dead-letter ID or --all")
+        raise click.UsageError("give a dead-letter ID, a correlation id or --all")
     _check_journal()
     try:
-        moved = dlq.replay(letter_id, queue=queue, all_=all_)
+        moved = (dlq.replay(all_=True, queue=queue) if letter_id is None
+                 else dlq.replay_any(letter_id, queue=queue))
     except dlq.DeadLetterNotFound as exc:
         print_error(exc)
         raise SystemExit(EXIT_FAILED) from None

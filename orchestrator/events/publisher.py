@@ -26,7 +26,6 @@ import contextlib
 import logging
 import os
 import threading
-import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -36,6 +35,7 @@ from kombu.entity import Exchange
 from kombu.messaging import Producer
 
 from orchestrator.app_broker import broker_scheme
+from orchestrator.batching import Batcher
 from orchestrator.events import cloudevents, destinations
 from orchestrator.events.cloudevents import Event
 from orchestrator.settings import Settings, get_settings
@@ -212,11 +212,9 @@ class EventPublisher:
         self._sink: Sink | None = None
         self._lock = threading.Lock()  # the sink: the flusher and a threads pool share it
         self._batched = not settings.events_confirm and settings.events_flush_interval > 0
-        self._pending: list[Event] = []
-        self._pending_lock = threading.Lock()
-        self._batch_started = threading.Event()
-        self._closed = False
-        self._flusher: threading.Thread | None = None
+        self._batch: Batcher[Event] = Batcher(
+            self._send_batch, settings.events_flush_interval, max_held=MAX_HELD_EVENTS,
+            name="orchestrator-events")
 
     @property
     def enabled(self) -> bool:
@@ -227,20 +225,11 @@ class EventPublisher:
         not be sent, twice."""
         if not self.enabled:
             return False
-        if self._batched and not self._closed:
-            with self._pending_lock:
-                if len(self._pending) >= MAX_HELD_EVENTS:  # the broker is away: bounded
-                    logger.warning("event %s (%s from %s) dropped: %d events wait already",
-                                   event.id, event.topic, event.queue, len(self._pending))
-                    return False
-                self._pending.append(event)
-                first = len(self._pending) == 1
-                if self._flusher is None:
-                    self._flusher = threading.Thread(target=self._flush_batches, daemon=True,
-                                                     name="orchestrator-events")
-                    self._flusher.start()
-            if first:
-                self._batch_started.set()
+        if self._batched and not self._batch.closed:
+            if not self._batch.add(event):  # the broker is away: bounded
+                logger.warning("event %s (%s from %s) dropped: %d events wait already",
+                               event.id, event.topic, event.queue, self._batch.held())
+                return False
             return True
         with self._lock:
             return self._send(event)
@@ -258,27 +247,18 @@ class EventPublisher:
                                    type(exc).__name__, exc)
         return False
 
-    def _flush_batches(self) -> None:
-        while not self._closed:
-            self._batch_started.wait()
-            if self._closed:
-                return
-            time.sleep(self._settings.events_flush_interval)
-            self.flush()
-
     def flush(self) -> None:
         """Send every event held now."""
-        with self._pending_lock:
-            batch, self._pending = self._pending, []
-            self._batch_started.clear()
-        if batch:
-            with self._lock:
-                for number, event in enumerate(batch):
-                    if not self._send(event):  # twice, on a fresh connection: give up
-                        if number + 1 < len(batch):
-                            logger.warning("%d more events of this batch dropped",
-                                           len(batch) - number - 1)
-                        return
+        self._batch.flush()
+
+    def _send_batch(self, batch: list[Event]) -> None:
+        with self._lock:
+            for number, event in enumerate(batch):
+                if not self._send(event):  # twice, on a fresh connection: give up
+                    if number + 1 < len(batch):
+                        logger.warning("%d more events of this batch dropped",
+                                       len(batch) - number - 1)
+                    return
 
     def _current_sink(self) -> Sink:
         if self._sink is None:
@@ -303,9 +283,7 @@ class EventPublisher:
 
     def close(self) -> None:
         """Send what is held, then close the connection (later events go out one by one)."""
-        self._closed = True
-        self._batch_started.set()  # the flusher wakes and ends
-        self.flush()
+        self._batch.close()
         with self._lock:
             self._drop()
 

@@ -21,8 +21,9 @@ import base64
 import contextlib
 import hashlib
 import json
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from orchestrator.failures.dead_letter import describe
 from orchestrator.names import resolve_queue
 from orchestrator.settings import get_settings
 from orchestrator.topology import dlq_name, original_queue, topology, work_exchange
+from orchestrator.trace import record as trace_record
 
 JOURNAL_PREFIX = "orchestrator:dlq:replayed:"
 JOURNAL_TTL = 7 * 24 * 3600
@@ -85,6 +87,12 @@ class DeadLetter:
             return None
         return ((now or datetime.now(UTC)) - moment).total_seconds()
 
+    @property
+    def correlation_id(self) -> str | None:
+        """The request's correlation id: the failure details', else the message header's."""
+        found = self.details.get("correlation_id") or self.headers.get(HEADER)
+        return str(found) if found else None
+
     def summary(self) -> dict[str, Any]:
         """The fields ``dlq list`` shows."""
         return {
@@ -92,7 +100,7 @@ class DeadLetter:
             "queue": self.queue,
             "reason": self.details.get("reason"),
             "task": self.details.get("task") or self.headers.get("task"),
-            "correlation_id": self.details.get("correlation_id") or self.headers.get(HEADER),
+            "correlation_id": self.correlation_id,
             "attempts": self.details.get("attempts"),
             "last_error": _last_error(self.details),
             "age_seconds": self.age_seconds(),
@@ -220,13 +228,25 @@ def counts(queue: str | None = None, *, app: Celery | None = None) -> dict[str, 
         return {dlq: _message_count(connection, dlq) for dlq in dead_letter_queues(queue)}
 
 
+SCAN_LIMIT = 100_000
+"""Dead letters read per DLQ at most when looking for some of them (an id, a request)."""
+
+
 def list_dead_letters(queue: str | None = None, *, app: Celery | None = None,
-                      limit: int = 1000) -> list[DeadLetter]:
-    """The dead letters of one or every DLQ, oldest first per queue (nothing is consumed)."""
+                      limit: int = 1000, correlation_id: str | None = None,
+                      ) -> list[DeadLetter]:
+    """The dead letters of one or every DLQ, oldest first per queue (nothing is consumed);
+    with ``correlation_id``, only that request's (up to ``limit`` of them, found among the
+    first :data:`SCAN_LIMIT` of each DLQ)."""
     found: list[DeadLetter] = []
     with _connection(app) as connection:
         for dlq in dead_letter_queues(queue):
-            found.extend(_peek(connection, dlq, limit - len(found)))
+            if correlation_id is None:
+                found.extend(_peek(connection, dlq, limit - len(found)))
+            else:
+                found.extend(letter for letter in _peek(connection, dlq, SCAN_LIMIT)
+                             if letter.correlation_id == correlation_id)
+                del found[limit:]
             if len(found) >= limit:
                 break
     return found
@@ -234,10 +254,34 @@ def list_dead_letters(queue: str | None = None, *, app: Celery | None = None,
 
 def show(letter_id: str, *, queue: str | None = None, app: Celery | None = None) -> DeadLetter:
     """One dead letter by id (the task id for task messages)."""
-    for letter in list_dead_letters(queue, app=app, limit=100_000):
+    for letter in list_dead_letters(queue, app=app, limit=SCAN_LIMIT):
         if letter.id == letter_id:
             return letter
     raise DeadLetterNotFound(f"no dead letter with id {letter_id!r}")
+
+
+def show_by_correlation(correlation_id: str, *, queue: str | None = None,
+                        app: Celery | None = None) -> list[DeadLetter]:
+    """Every dead letter of one request (oldest first per DLQ); none is an error."""
+    found = list_dead_letters(queue, app=app, limit=SCAN_LIMIT, correlation_id=correlation_id)
+    if not found:
+        raise DeadLetterNotFound(f"no dead letter of correlation id {correlation_id!r}")
+    return found
+
+
+def find(id_or_correlation_id: str, *, queue: str | None = None,
+         app: Celery | None = None) -> list[DeadLetter]:
+    """The dead letter with this id, or else every dead letter of the request with this
+    correlation id. Both are UUIDs for task messages (a letter's id is its task id), but
+    never the same one: a task id is not a request's correlation id."""
+    letters = list_dead_letters(queue, app=app, limit=SCAN_LIMIT)
+    by_id = [letter for letter in letters if letter.id == id_or_correlation_id][:1]
+    found = by_id or [letter for letter in letters
+                      if letter.correlation_id == id_or_correlation_id]
+    if not found:
+        raise DeadLetterNotFound(f"no dead letter with id or correlation id "
+                                 f"{id_or_correlation_id!r}")
+    return found
 
 
 def _journal() -> redis.Redis:
@@ -281,40 +325,80 @@ def _message_count(connection: Connection, dlq: str) -> int:
             channel.close()
 
 
-def replay(letter_id: str | None = None, *, queue: str | None = None, all_: bool = False,
+def replay(letter_id: str | None = None, *, correlation_id: str | None = None,
+           queue: str | None = None, all_: bool = False,
            app: Celery | None = None) -> list[DeadLetter]:
-    """Move one dead letter (by id), or all of them (``all_``), back to their queues.
+    """Move one dead letter (by id), every dead letter of one request (``correlation_id``),
+    or all of them (``all_``), back to their queues.
 
-    The retry count is reset and the correlation id (header and envelope) kept. ``all_``
-    replays what the DLQ held when the call started: a replayed message that fails again
+    The retry count is reset and the correlation id (header and envelope) kept. A replay
+    replays what each DLQ held when the call started: a replayed message that fails again
     while the call runs lands behind that snapshot and is left for the next replay.
     """
-    if (letter_id is None) == (not all_):
-        raise ValueError("give a dead-letter id, or all_=True")
+    if sum((letter_id is not None, correlation_id is not None, all_)) != 1:
+        raise ValueError("give a dead-letter id, a correlation id, or all_=True")
+    if letter_id is not None:
+        moved = _replay(lambda letter: letter.id == letter_id, queue, app, single=True)
+        if not moved:
+            raise DeadLetterNotFound(f"no dead letter with id {letter_id!r}")
+        return moved
+    if correlation_id is not None:
+        moved = _replay(lambda letter: letter.correlation_id == correlation_id, queue, app)
+        if not moved:
+            raise DeadLetterNotFound(f"no dead letter of correlation id {correlation_id!r}")
+        return moved
+    return _replay(lambda letter: True, queue, app)
+
+
+def replay_any(id_or_correlation_id: str, *, queue: str | None = None,
+               app: Celery | None = None) -> list[DeadLetter]:
+    """:func:`replay` of the dead letter with this id, or else of every dead letter of the
+    request with this correlation id (see :func:`find`)."""
+    letters = find(id_or_correlation_id, queue=queue, app=app)
+    if letters[0].id == id_or_correlation_id:
+        return replay(id_or_correlation_id, queue=queue, app=app)
+    return replay(correlation_id=id_or_correlation_id, queue=queue, app=app)
+
+
+def _replay(matches: Callable[[DeadLetter], bool], queue: str | None, app: Celery | None,
+            single: bool = False) -> list[DeadLetter]:
+    """Replay the dead letters ``matches`` takes (the first one only if ``single``)."""
     journal = _journal()
     moved: list[DeadLetter] = []
-    with _connection(app) as connection:
-        for dlq in dead_letter_queues(queue):
-            snapshot = _message_count(connection, dlq)
-            seen: set[str] = set()
-            with _browse(connection, dlq) as messages:
-                for position, (message, letter) in enumerate(messages):
-                    if position >= snapshot:
-                        break
-                    if letter.id in seen or (not all_ and letter.id != letter_id):
-                        continue  # left unacked: back in the DLQ when the channel closes
-                    seen.add(letter.id)
-                    key = JOURNAL_PREFIX + letter.fingerprint
-                    if not journal.exists(key):
-                        _republish(connection, letter)
-                        journal.set(key, "1", ex=JOURNAL_TTL)
-                    message.ack()
-                    moved.append(letter)
-                    if not all_:
-                        return moved
-    if not all_ and not moved:
-        raise DeadLetterNotFound(f"no dead letter with id {letter_id!r}")
+    try:
+        with _connection(app) as connection:
+            for dlq in dead_letter_queues(queue):
+                snapshot = _message_count(connection, dlq)
+                seen: set[str] = set()
+                with _browse(connection, dlq) as messages:
+                    for position, (message, letter) in enumerate(messages):
+                        if position >= snapshot:
+                            break
+                        if letter.id in seen or not matches(letter):
+                            continue  # left unacked: back in the DLQ when the channel closes
+                        seen.add(letter.id)
+                        key = JOURNAL_PREFIX + letter.fingerprint
+                        sent_at = time.time()  # before a worker can receive it
+                        if not journal.exists(key):
+                            _republish(connection, letter)
+                            journal.set(key, "1", ex=JOURNAL_TTL)
+                        message.ack()
+                        moved.append(letter)
+                        _trace_replayed(letter, sent_at)
+                        if single:
+                            return moved
+    finally:
+        trace_record.flush()  # a replay is rare and its caller may exit at once
     return moved
+
+
+def _trace_replayed(letter: DeadLetter, sent_at: float) -> None:
+    trace_record.record(
+        "replayed", letter.correlation_id, at=sent_at,
+        task_id=letter.details.get("task_id") or letter.headers.get("id"),
+        task=letter.details.get("task") or letter.headers.get("task"), queue=letter.queue,
+        reason=letter.details.get("reason"), detail=f"from {letter.dlq}",
+        dead_letter_id=letter.id)
 
 
 def purge(queue: str | None = None, *, app: Celery | None = None) -> dict[str, int]:

@@ -27,6 +27,7 @@ from orchestrator.failures.errors import MessageRefused
 from orchestrator.plain_envelopes import as_task_message, plain_envelope
 from orchestrator.settings import get_settings
 from orchestrator.topology import topology
+from orchestrator.trace.record import record
 from orchestrator.transports.framing import FOREIGN_FRAME_HEADER
 
 logger = logging.getLogger("orchestrator.gate")
@@ -177,6 +178,11 @@ class GatedConsumer(Consumer):  # type: ignore[misc]
             message.reject_log_error(logger, self.connection_errors)
             return
         message.ack_log_error(logger, self.connection_errors)
+        # Into this process's batch only: the gate runs in the worker's main process.
+        record("dead_lettered", details["correlation_id"], task_id=details["task_id"],
+               task=details["task"], queue=queue, attempt=1, worker=self.hostname,
+               reason=refused.reason, detail=refused.detail or None,
+               dead_letter_id=details["task_id"])
 
     def on_decode_error(self, message: Message, exc: Exception) -> None:
         self.refuse(message, MessageRefused(dead_letter.REASON_MALFORMED, str(exc)))
