@@ -28,6 +28,6 @@ def test_every_cli_command_the_readme_shows_exists() -> None:
     for command in (["run", "--help"], ["topology", "--help"], ["dev", "--help"],
                     ["dlq", "list", "--help"], ["dlq", "show", "--help"],
                     ["dlq", "replay", "--help"], ["dlq", "purge", "--help"],
-                    ["metrics", "--help"]):
+                    ["metrics", "--help"], ["console", "--help"]):
         result = runner.invoke(cli, command)
         assert result.exit_code == 0, (command, result.output)
