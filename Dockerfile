@@ -22,7 +22,7 @@ WORKDIR /src
 COPY pyproject.toml celeryconfig.py README.m[d] ./
 COPY orchestrator ./orchestrator
 COPY tasks ./tasks
-RUN pip install . \
+RUN pip install '.[gevent]' \
  && cd / && rm -rf /src
 
 # Data directory of executador_arquivo; owned by the app user so a named volume mounted

@@ -8,7 +8,7 @@ requeue when a worker dies, and publisher confirms so a publish that returned is
 
 from __future__ import annotations
 
-from orchestrator.result_backend import backend_url
+from orchestrator.result_backend_url import backend_url
 from orchestrator.settings import get_settings
 
 _settings = get_settings()

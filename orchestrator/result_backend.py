@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlsplit
 
 from celery import states
 from celery.backends.redis import RedisBackend
@@ -28,9 +27,10 @@ from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
 
 from orchestrator.idempotency import RedisIdempotencyStore, pending_records
+from orchestrator.result_backend_url import BACKEND_CLASS, REDIS_SCHEMES, backend_url
 
-BACKEND_CLASS = "orchestrator.result_backend:StepResultBackend"
-REDIS_SCHEMES = frozenset({"redis", "rediss"})
+__all__ = ["BACKEND_CLASS", "REDIS_SCHEMES", "StepResultBackend", "backend_url"]
+
 
 # KEYS: meta key [, idempotency result key, idempotency claim key].
 # ARGV: meta, meta ttl (0: none) [, owner, idempotency record, record ttl].
@@ -52,14 +52,6 @@ end
 redis.call('publish', KEYS[1], ARGV[1])
 return 1
 """
-
-
-def backend_url(result_backend: str) -> str:
-    """``result_backend`` as Celery should load it: Redis URLs get :class:`StepResultBackend`."""
-    scheme = urlsplit(result_backend).scheme.lower()
-    if scheme in REDIS_SCHEMES:
-        return f"{BACKEND_CLASS}+{result_backend}"
-    return result_backend
 
 
 class StepResultBackend(RedisBackend):  # type: ignore[misc]

@@ -56,7 +56,7 @@ from orchestrator.transports.dead_lettering import (
     DeadLetterRoute,
     death_headers,
 )
-from orchestrator.transports.framing import decode_frame, foreign_frame
+from orchestrator.transports.framing import decode_frame, foreign_frame, keep_trace_context
 
 GROUP = "orchestrator"
 ALIVE_PREFIX = "_orchestrator.streams.alive."
@@ -522,6 +522,12 @@ class Channel(kombu_redis.Channel):
             self._hand_acks_to_writer()
             return
         self._start_heartbeat()
+        if not self.connection.on_event_loop:
+            # No hub to call restore_visible on a timer (a gevent worker's drain_events loop,
+            # a plain consumer): Kombu's poller calls it only after a poll with no event,
+            # which a busy or idle read never has (each BLOCK ends with a reply). Reclaim
+            # here instead, at most every reclaim_interval.
+            self._reclaim_if_due()
         connection = self.client.connection
         self._in_poll = connection
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
@@ -618,7 +624,7 @@ class Channel(kombu_redis.Channel):
     def _to_message(self, stream: str, entry_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         """The Kombu payload of a stream entry; never raises, whatever the entry holds (a
         foreign one becomes a message the gate refuses, see :mod:`.framing`)."""
-        payload = _entry_payload(fields)
+        payload = keep_trace_context(_entry_payload(fields), fields)
         returns = _count(fields.get("returns"))
         properties = payload.setdefault("properties", {})
         properties["delivery_tag"] = self._next_delivery_tag()
@@ -680,6 +686,19 @@ class Channel(kombu_redis.Channel):
         """On an event loop (a Celery worker) the next turn sends the next read; a plain
         ``drain_events`` caller may never call again."""
         return bool(getattr(self.connection, "on_event_loop", False))
+
+    def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
+        """Kombu's, plus this channel registered as a consumer of the stream's group at once
+        (with its liveness key), so ``orchestrator_queue_consumers`` counts a worker that
+        listens to a stream before its first message: ``XREADGROUP`` registers a consumer
+        only in a stream it returns an entry from."""
+        result = super().basic_consume(queue, *args, **kwargs)
+        if queue not in self.active_fanout_queues:
+            self._start_heartbeat()
+            with contextlib.suppress(self.ResponseError), self.conn_or_acquire() as client:
+                client.xgroup_createconsumer(queue, GROUP, self.consumer_name)
+                self._groups_made.add(queue)  # the group exists: close() removes us from it
+        return result
 
     def basic_cancel(self, consumer_tag: str) -> Any:
         result = super().basic_cancel(consumer_tag)
@@ -766,6 +785,9 @@ class Channel(kombu_redis.Channel):
         """Reclaim the messages of dead consumers of the queues this channel consumes."""
         if self._acks_for_next_poll and not self._in_poll:  # no poll came (consumer paused)
             self._hand_acks_to_writer()
+        self._reclaim_if_due()
+
+    def _reclaim_if_due(self) -> None:
         now = monotonic()
         if now - self._last_reclaim < self.reclaim_interval:
             return
