@@ -114,6 +114,6 @@ def trace(correlation_id: str) -> Trace:
         return Trace(correlation_id, unavailable="this installation has no trace recorder "
                                                  "(orchestrator.trace)")
     found = timeline(correlation_id)
-    waiting = [letter.summary() for letter in dlq.list_dead_letters(limit=LIST_LIMIT)
-               if letter.summary()["correlation_id"] == correlation_id]
+    waiting = [letter.summary() for letter in dlq.list_dead_letters(
+        correlation_id=correlation_id, limit=LIST_LIMIT)]
     return Trace(correlation_id, timeline=found, dead_letters=waiting)

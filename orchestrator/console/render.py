@@ -99,6 +99,8 @@ def moment(when: datetime | None) -> str:
 def event_note(event: Any) -> str:
     """The part of a trace event that says why or how long: reason, delay, runtime, detail."""
     parts: list[str] = []
+    if getattr(event, "by_broker", False):
+        parts.append("dead-lettered by the broker")
     if getattr(event, "reason", None):
         parts.append(f"reason {event.reason}")
     if getattr(event, "delay_seconds", None) is not None:
