@@ -26,6 +26,7 @@ from celery.result import AsyncResult, GroupResult
 from orchestrator.correlation import HEADER
 from orchestrator.envelope import Envelope, EnvelopeError, EventType, wire_json
 from orchestrator.names import resolve_step
+from orchestrator.observability.otel import pipeline_span
 from orchestrator.settings import get_settings
 
 ExecuteSpec = Sequence[str] | Mapping[str, Mapping[str, Any] | None] | None
@@ -211,7 +212,8 @@ def run_pipeline(
 
         app = default_app
     envelope, canvas, steps = build_pipeline(app, collect, payload, execute, correlation_id)
-    result = canvas.apply_async()
+    with pipeline_span(str(envelope.correlation_id), steps):  # the request's trace
+        result = canvas.apply_async()
     return PipelineHandle(str(envelope.correlation_id), result, steps)
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from celery import Celery
 from kombu.messaging import Producer
 
+from orchestrator.observability.otel import pipeline_span
 from orchestrator.pipeline import (
     ExecuteSpec,
     PipelineError,
@@ -181,10 +182,11 @@ def run_pipelines(requests: Iterable[PipelineRequest], *, app: Celery | None = N
         producer = BatchProducer(channel, confirm_batch(connection, channel))
         _batch_producers.current = producer
         try:
-            for index, (_, canvas, _) in enumerate(built):
+            for index, (envelope, canvas, steps) in enumerate(built):
                 producer.owner = index
                 try:
-                    results[index] = canvas.apply_async()
+                    with pipeline_span(str(envelope.correlation_id), steps):
+                        results[index] = canvas.apply_async()
                 except Exception as exc:  # e.g. the connection broke: this one was not sent
                     errors[index] = f"not sent: {type(exc).__name__}: {exc}"
         finally:

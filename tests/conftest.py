@@ -35,8 +35,9 @@ from tests.support.workers import WorkerProcess, worker_env
 
 SHARED_WORKER_MODULES = '["tasks", "tests.steps"]'
 """What the shared worker loads: it must not consume the crash tests' queues."""
-CRASH_TEST_MODULES = '["tasks", "tests.steps", "tests.crash_steps"]'
-"""What the test process (the orchestrator side) and the crash tests' workers load."""
+CRASH_TEST_MODULES = '["tasks", "tests.steps", "tests.crash_steps", "tests.traced_steps"]'
+"""What the test process (the orchestrator side) and the crash tests' workers load (the
+tracing tests' steps too: their in-process worker runs them)."""
 CRASH_QUEUES = ["escavador_lento", "escavador_crash", "escavador_teimoso"]
 
 TEST_DATA_DIR = Path(tempfile.mkdtemp(prefix="orchestrator-tests-"))

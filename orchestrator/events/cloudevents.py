@@ -13,6 +13,11 @@ whose message is delivered again (its worker died after the publication), or a p
 sent twice, returns the stored result and publishes the same event with the same id, so a
 subscriber deduplicates on ``id`` as the specification intends (``source`` + ``id`` identify
 one event).
+
+``traceparent`` (and ``tracestate``) are the CloudEvents distributed-tracing extension: the
+W3C context of the step attempt that produced the event, taken when the event is made (it
+leaves later, in a batch, from the publisher's thread), present only while OpenTelemetry
+tracing is on (:mod:`orchestrator.observability.otel`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.events.destinations import DEAD_LETTER_TOPIC
+from orchestrator.observability.otel import trace_context
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
@@ -82,6 +88,7 @@ def result_event(queue: str, result_key: str, envelope: Mapping[str, Any]) -> Ev
         "subject": correlation_id,
         "datacontenttype": CONTENT_TYPE,
         "correlationid": correlation_id,
+        **trace_context(),
     }
     return Event(topic, queue, _ENCODER.encode(dict(envelope)).encode(), attributes)
 
@@ -104,6 +111,7 @@ def dead_letter_event(details: Mapping[str, Any]) -> Event:
     correlation_id = details.get("correlation_id")
     if correlation_id:
         attributes["subject"] = attributes["correlationid"] = str(correlation_id)
+    attributes.update(trace_context())
     return Event(DEAD_LETTER_TOPIC, queue, _ENCODER.encode(body).encode(), attributes)
 
 

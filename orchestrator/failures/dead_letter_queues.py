@@ -39,6 +39,7 @@ from orchestrator import headers as message_headers
 from orchestrator.correlation import HEADER
 from orchestrator.failures.dead_letter import describe
 from orchestrator.names import resolve_queue
+from orchestrator.observability.otel import replay_span
 from orchestrator.settings import get_settings
 from orchestrator.topology import dlq_name, original_queue, topology, work_exchange
 from orchestrator.trace import record as trace_record
@@ -301,16 +302,19 @@ def _replay_headers(headers: dict[str, Any]) -> dict[str, Any]:
 def _republish(connection: Connection, letter: DeadLetter) -> None:
     spec = topology.get(letter.queue)
     producer = connection.Producer()
-    producer.publish(
-        letter.body,
-        exchange=work_exchange,
-        routing_key=spec.name,
-        headers=_replay_headers(letter.headers),
-        content_type=letter.content_type or "application/octet-stream",
-        content_encoding=letter.content_encoding or "binary",
-        delivery_mode=2,
-        retry=True,
-    )
+    headers = _replay_headers(letter.headers)
+    # In the dead letter's trace: the replayed attempt joins the request's trace.
+    with replay_span(headers, spec.name, letter.summary()["correlation_id"]):
+        producer.publish(
+            letter.body,
+            exchange=work_exchange,
+            routing_key=spec.name,
+            headers=headers,
+            content_type=letter.content_type or "application/octet-stream",
+            content_encoding=letter.content_encoding or "binary",
+            delivery_mode=2,
+            retry=True,
+        )
 
 
 def _message_count(connection: Connection, dlq: str) -> int:

@@ -69,7 +69,11 @@ from orchestrator.transports.dead_lettering import (
     DeadLetterRoute,
     death_headers,
 )
-from orchestrator.transports.framing import FOREIGN_FRAME_HEADER, decode_frame
+from orchestrator.transports.framing import (
+    FOREIGN_FRAME_HEADER,
+    decode_frame,
+    keep_trace_context,
+)
 
 T = TypeVar("T")
 
@@ -322,7 +326,7 @@ class NatsChannel(virtual.Channel):
     def accept_message(self, queue: str, msg: Msg) -> dict[str, Any] | None:
         """Turn a JetStream message into a Kombu payload (a foreign one into a message the
         gate refuses, see :mod:`.framing`), or dead-letter it past the limit. Never raises."""
-        payload = decode_frame(msg.data)
+        payload = keep_trace_context(decode_frame(msg.data), msg.headers)
         returns = max(msg.metadata.num_delivered - 1, 0) if msg.reply else 0
         if self._route(queue).past_limit(returns):
             self.transport.submit(self.transport.dead_letter(

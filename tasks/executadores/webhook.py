@@ -2,7 +2,9 @@
 
 Delivery is at least once (a worker may die after the POST, before its result is stored), so
 every request carries ``Idempotency-Key`` (one value per pipeline and step) for the receiver
-to drop repeats, and ``X-Correlation-ID`` to tie its logs to ours.
+to drop repeats, and ``X-Correlation-ID`` to tie its logs to ours. With OpenTelemetry tracing
+on, ``opentelemetry-instrumentation-httpx`` adds the W3C ``traceparent`` of a client span in
+the step's trace (see :mod:`orchestrator.observability.otel`).
 """
 
 from __future__ import annotations
