@@ -58,7 +58,7 @@ class Console:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def console(broker: BrokerUnderTest, worker: WorkerProcess, log_dir: Path) -> Iterator[Console]:
     """``orchestrator console`` for this broker, with a password of the run's own."""
     port = free_port()
@@ -73,7 +73,7 @@ def console(broker: BrokerUnderTest, worker: WorkerProcess, log_dir: Path) -> It
         yield Console(f"http://127.0.0.1:{port}", password, log_path)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         message = f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)"
