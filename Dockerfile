@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# One image for every app service: escavador/executador workers and Flower.
+# One image for every app service: escavador/executador workers, Flower and the console.
 #   docker build -t orchestrator:local .
 #   docker run --rm -e ORCHESTRATOR_BROKER_URL=amqp://user:pass@host:5672// orchestrator:local
 FROM python:3.11-slim
