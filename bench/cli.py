@@ -65,6 +65,9 @@ def _split(value: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
 @click.option("--events-cost", is_flag=True,
               help="Also measure the orchestrator with its plain events off (a third side) "
                    "and report what publishing them costs.")
+@click.option("--trace-cost", is_flag=True,
+              help="Also measure the orchestrator with its request trace record off (a side "
+                   "of its own) and report what writing it costs.")
 @click.option("--io-tasks", default=800, show_default=True, type=click.IntRange(1),
               help="Messages in the I/O-bound scenario (each step: one HTTP request answered "
                    "after 20 ms; Celery workers -P threads -c 16, Dramatiq -p 2 -t 8).")
@@ -77,8 +80,8 @@ def _split(value: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
               help="Where the JSON (and PNG) go.")
 def main(brokers: str, tasks: int, chain_samples: int, chord_samples: int, backlog: int,
          scenarios: str, rounds: int, warmup: int, sample_timeout: float, redis_url: str,
-         plain_task_events: bool, plain_quorum: bool, events_cost: bool, io_tasks: int,
-         dramatiq: bool, plot: bool, out_dir: Path) -> None:
+         plain_task_events: bool, plain_quorum: bool, events_cost: bool, trace_cost: bool,
+         io_tasks: int, dramatiq: bool, plot: bool, out_dir: Path) -> None:
     """Measure the orchestrator against plain Celery, as ratios from one run."""
     broker_names = _split(brokers, tuple(BROKERS), "broker")
     scenario_names = _split(scenarios, SCENARIO_NAMES, "scenario")
@@ -102,7 +105,7 @@ def main(brokers: str, tasks: int, chain_samples: int, chord_samples: int, backl
     plan = Plan(broker_names, scenario_names, tasks, chain_samples, chord_samples, backlog,
                 rounds, warmup, sample_timeout, redis_url, plain_task_events, log_dir,
                 plain_quorum=plain_quorum, events_cost=events_cost, dramatiq=dramatiq,
-                io_tasks=io_tasks)
+                io_tasks=io_tasks, trace_cost=trace_cost)
     load_start = results.load_average()
     console.log(f"machine load {load_start}; worker logs in {log_dir}")
 

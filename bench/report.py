@@ -236,6 +236,30 @@ def _event_share(record: ScenarioRecord) -> list[float]:
     return shares
 
 
+WITHOUT_TRACE = "orchestrator-no-trace"
+"""The side that runs the orchestrator's worker with ``ORCHESTRATOR_TRACE_ENABLED=false``."""
+
+
+def trace_cost_rows(broker: BrokerRecord) -> list[CostRow]:
+    """``--trace-cost``: the orchestrator with its trace record over the same without
+    (``without_events``/``with_events`` are then without and with the trace)."""
+    return _against(broker, WITHOUT_TRACE)
+
+
+def _against(broker: BrokerRecord, without: str) -> list[CostRow]:
+    """A row per metric both the orchestrator and the side ``without`` measured."""
+    found = []
+    for scenario, label, key, decimals in COST_METRICS:
+        record = broker.scenarios.get(scenario)
+        if record is None or not _values(record, without, key):
+            continue
+        found.append(CostRow(scenario, label, median(_values(record, without, key)),
+                             median(_values(record, ORCHESTRATOR, key)),
+                             median(_round_ratios(record, key, ORCHESTRATOR, without)),
+                             decimals))
+    return found
+
+
 def cost_rows(broker: BrokerRecord) -> list[CostRow]:
     """Rows for the scenarios where the events-off side was measured too, and the event
     publication's own time next to a task's (``--events-cost`` probes it each round)."""
@@ -246,21 +270,15 @@ def cost_rows(broker: BrokerRecord) -> list[CostRow]:
                              median(_values(throughput, EVENT_PROBE, "event_us")), math.nan, 0))
         found.append(CostRow("throughput", "event share of a task", math.nan, math.nan,
                              median(_event_share(throughput)), 3))
-    for scenario, label, key, decimals in COST_METRICS:
-        record = broker.scenarios.get(scenario)
-        if record is None or not _values(record, WITHOUT_EVENTS, key):
-            continue
-        found.append(CostRow(scenario, label, median(_values(record, WITHOUT_EVENTS, key)),
-                             median(_values(record, ORCHESTRATOR, key)),
-                             median(_round_ratios(record, key, ORCHESTRATOR, WITHOUT_EVENTS)),
-                             decimals))
-    return found
+    return found + _against(broker, WITHOUT_EVENTS)
 
 
-def cost_table(broker: BrokerRecord, broker_rows: list[CostRow]) -> Table:
-    """scenario | metric | without events | with events | ratio"""
-    result = Table(title=f"{broker.name}: cost of the plain events", title_justify="left")
-    for column in ("scenario", "metric", "without events", "with events", "ratio"):
+def cost_table(broker: BrokerRecord, broker_rows: list[CostRow],
+               what: str = "events") -> Table:
+    """scenario | metric | without events | with events | ratio (``what``: "trace")"""
+    title = "the plain events" if what == "events" else "the request trace record"
+    result = Table(title=f"{broker.name}: cost of {title}", title_justify="left")
+    for column in ("scenario", "metric", f"without {what}", f"with {what}", "ratio"):
         result.add_column(column, justify="left" if column in ("scenario", "metric")
                           else "right")
     for row in broker_rows:
@@ -446,6 +464,9 @@ def render(console: Console, records: list[BrokerRecord]) -> None:
         events = cost_rows(broker)
         if events:
             console.print(cost_table(broker, events))
+        traced = trace_cost_rows(broker)
+        if traced:
+            console.print(cost_table(broker, traced, "trace"))
         bulk = bulk_rows(broker)
         if bulk:
             console.print(bulk_table(broker, bulk))

@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from bench.report import bulk_rows, cost_rows, failover_rows, peer_rows, rows
+from bench.report import bulk_rows, cost_rows, failover_rows, peer_rows, rows, trace_cost_rows
 from bench.runner import BrokerRecord, Plan
 
 
@@ -109,6 +109,7 @@ def document(plan: Plan, records: list[BrokerRecord], started: datetime, finishe
             "plain_task_events": plan.plain_task_events,
             "plain_quorum": plan.plain_quorum,
             "events_cost": plan.events_cost,
+            "trace_cost": plan.trace_cost,
             "worker": "prefork, concurrency 2, prefetch multiplier 1",
             "log_dir": str(plan.log_dir),
         },
@@ -118,6 +119,7 @@ def document(plan: Plan, records: list[BrokerRecord], started: datetime, finishe
                 "status": record.status or "measured",
                 "rows": [row.to_json() for row in rows(record)],
                 "events_cost": [row.to_json() for row in cost_rows(record)],
+                "trace_cost": [row.to_json() for row in trace_cost_rows(record)],
                 "bulk_publish": [row.to_json() for row in bulk_rows(record)],
                 "against_dramatiq": [row.to_json() for row in peer_rows(record)],
                 "failover": [row.to_json() for row in failover_rows(record)],

@@ -58,6 +58,8 @@ class Plan:
     dramatiq: bool = False
     io_tasks: int = 800
     """Also run the orchestrator with its plain events off, to show what they cost."""
+    trace_cost: bool = False
+    """Also run the orchestrator with its request trace record off (a side of its own)."""
 
 
 @dataclass
@@ -191,6 +193,8 @@ def run(plan: Plan, console: Console) -> tuple[list[BrokerRecord], bool]:
     sides: tuple[Side, ...] = (plain, orchestrator)
     if plan.events_cost:
         sides += (OrchestratorSide(plan.redis_url, events=False),)
+    if plan.trace_cost:
+        sides += (OrchestratorSide(plan.redis_url, trace=False),)
     bulk = BulkOrchestratorSide(plan.redis_url)
     if plan.dramatiq:
         from bench.side_dramatiq import DramatiqSide

@@ -45,7 +45,8 @@ def unavailable_reason(url: str) -> str | None:
 
 # -- the results database ----------------------------------------------------------------------
 
-PATTERNS = ("celery-task-meta-*", "celery-taskset-meta-*", "orchestrator:idem:*", "bench:*")
+PATTERNS = ("celery-task-meta-*", "celery-taskset-meta-*", "orchestrator:idem:*",
+            "orchestrator:trace:*", "bench:*")
 BATCH = 1000
 
 

@@ -28,6 +28,7 @@ from orchestrator.pipeline import PipelineHandle, build_pipeline, forget_pending
 from orchestrator.pipeline_batch import PipelineRequest, run_pipelines
 from orchestrator.settings import get_settings
 from orchestrator.topology import queue_name, topology
+from orchestrator.trace import record as trace_record
 
 FONTE = "bench"
 PLANNER = "bench_planejar"
@@ -48,12 +49,16 @@ class OrchestratorSide:
 
     ``events=False`` runs its worker with the plain events off (``--events-cost``): the
     publisher side is the same, so the difference is what publishing them costs a step.
+    ``trace=False`` does the same with the request trace record (``--trace-cost``), and
+    keeps this process's publications out of it while it publishes.
     """
 
-    def __init__(self, redis_url: str, events: bool = True) -> None:
-        self.name = "orchestrator" if events else "orchestrator-no-events"
-        self.scenarios = frozenset(SCENARIOS) if events else WITHOUT_FAILOVER
+    def __init__(self, redis_url: str, events: bool = True, trace: bool = True) -> None:
+        self.name = ("orchestrator" if events and trace else
+                     "orchestrator-no-events" if trace else "orchestrator-no-trace")
+        self.scenarios = frozenset(SCENARIOS) if events and trace else WITHOUT_FAILOVER
         self._events = events
+        self._trace = trace
         self._redis_url = redis_url
         self._app = app
         self._broker_url = str(app.conf.broker_url)
@@ -66,6 +71,7 @@ class OrchestratorSide:
         env = base_env()
         env.update(orchestrator_env(self._broker_url, self._redis_url))
         env["ORCHESTRATOR_EVENTS"] = "true" if self._events else "false"
+        env["ORCHESTRATOR_TRACE_ENABLED"] = "true" if self._trace else "false"
         return WorkerSpec(app="orchestrator", queues=tuple(topology.names()), env=env,
                           label=self.name)
 
@@ -80,7 +86,7 @@ class OrchestratorSide:
         dlq.purge(app=self._app)
 
     def publishing(self) -> AbstractContextManager[None]:
-        return nullcontext()
+        return nullcontext() if self._trace else _untraced()
 
     def publish(self, payload: dict[str, Any]) -> None:
         run_pipeline(FONTE, payload, app=self._app)
@@ -168,6 +174,17 @@ class BulkOrchestratorSide(OrchestratorSide):
             if outcome.failed:
                 raise RuntimeError(f"{len(outcome.failed)} of {len(pending)} pipelines were "
                                    f"not confirmed: {outcome.failed[0].error}")
+
+
+@contextmanager
+def _untraced() -> Iterator[None]:
+    """This process's publications left out of the trace record meanwhile."""
+    recorder = trace_record.recorder()
+    before, recorder.enabled = recorder.enabled, False
+    try:
+        yield
+    finally:
+        recorder.enabled = before
 
 
 @contextmanager

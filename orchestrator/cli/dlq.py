@@ -52,7 +52,8 @@ def list_command(queue: str | None, limit: int, correlation_id: str | None,
     """Count per DLQ, then the entries: id, queue, reason, attempts, age, correlation id,
     error."""
     counts = dlq.counts(queue)
-    letters = dlq.list_dead_letters(queue, limit=limit, correlation_id=correlation_id)
+    letters = (dlq.list_dead_letters(queue, limit=limit) if correlation_id is None
+               else dlq.list_dead_letters(queue, limit=limit, correlation_id=correlation_id))
     if as_json:
         print_json({"counts": counts, "entries": [letter.summary() for letter in letters]})
         return
@@ -147,7 +148,8 @@ def replay_command(letter_id: str | None, all_: bool, queue: str | None, as_json
     """Send dead letters back to their queue: retry count reset, correlation id kept. One
     by its id, every one of a request by its correlation id, or --all."""
     if bool(letter_id) == all_:
-        raise click.UsageError("give a dead-letter ID, a correlation id or --all")
+        raise click.UsageError("give a dead-letter ID or --all (an ID may be a request's "
+                               "correlation id)")
     _check_journal()
     try:
         moved = (dlq.replay(all_=True, queue=queue) if letter_id is None
