@@ -27,6 +27,10 @@ REPLAY_ID = "x_replay_id"
 DEAD_LETTER = "x_dead_letter"
 """The failure details of a dead letter written by this project."""
 
+PUBLISHED_AT = "x_published_at"
+"""When the message was published (Unix seconds, the producer's clock): every publish stamps
+its own, so a retry or a replay counts its queue wait from its own publish, never carried."""
+
 TRACE_CONTEXT = ("traceparent", "tracestate")
 """W3C trace context, as OpenTelemetry's propagators write it."""
 

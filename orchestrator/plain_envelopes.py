@@ -20,7 +20,8 @@ from typing import Any
 
 from kombu.message import Message
 
-from orchestrator.headers import CORRELATION_ID, TRACE_CONTEXT
+from orchestrator.headers import CORRELATION_ID, PUBLISHED_AT, TRACE_CONTEXT
+from orchestrator.observability.publish_time import envelope_time
 
 ENVELOPE_FIELDS = frozenset({"correlation_id", "tipo_evento", "payload"})
 """What makes a JSON object an envelope here (``timestamp`` too, checked by the runtime)."""
@@ -64,7 +65,7 @@ def as_task_message(message: Message, task_name: str, envelope: dict[str, Any]) 
     """The Celery task message for ``envelope``, on ``message``'s delivery."""
     task_id = str(uuid.uuid4())
     correlation_id = str(envelope.get("correlation_id"))
-    headers = {
+    headers: dict[str, Any] = {
         "lang": "py", "task": task_name, "id": task_id, "root_id": task_id,
         "parent_id": None, "group": None, "retries": 0, "eta": None, "expires": None,
         "timelimit": [None, None], "origin": PLAIN_ORIGIN, "kwargsrepr": "{}",
@@ -73,6 +74,9 @@ def as_task_message(message: Message, task_name: str, envelope: dict[str, Any]) 
         CORRELATION_ID: correlation_id,
         **trace_context_of(message.headers),
     }
+    published = envelope_time(envelope.get("timestamp"))
+    if published is not None:  # the producer's only publish time: its queue wait starts there
+        headers[PUBLISHED_AT] = published
     embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
     return Message(
         body=json.dumps([[envelope], {}, embed]).encode(),

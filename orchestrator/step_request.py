@@ -12,6 +12,7 @@ the broker's dead-lettering (RabbitMQ's DLX, the transports' own) keeps it, with
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from billiard.einfo import ExceptionWithTraceback
@@ -26,6 +27,7 @@ from celery.exceptions import (
 from celery.worker.request import Request
 
 from orchestrator.failures.outcome import was_dead_lettered
+from orchestrator.observability.publish_time import ready_at
 from orchestrator.trace import hooks as trace
 
 logger = logging.getLogger("orchestrator.step")
@@ -43,7 +45,22 @@ def needs_broker_dead_letter(exc: BaseException | None) -> bool:
 
 
 class StepRequest(Request):  # type: ignore[misc]
-    """Celery's request, rejecting (not acking) a failure outside the step runtime."""
+    """Celery's request, rejecting (not acking) a failure outside the step runtime.
+
+    Its ``task-started`` event also says which queue the step came from and when the message
+    became ready to run (:func:`~orchestrator.observability.publish_time.ready_at`) and how
+    long it waited for this start: fields in an event the worker sends anyway, from which
+    ``orchestrator metrics`` measures the queue wait.
+    """
+
+    def send_event(self, type: str, **fields: Any) -> None:
+        if type == "task-started":
+            fields["queue"] = self.task.step_spec.queue
+            ready = ready_at(self._request_dict, self.eta)
+            if ready is not None:  # the wait on this host's clock: Celery shifts event times
+                fields["ready_at"] = ready  # by the sender's UTC offset, a pure epoch it is not
+                fields["queue_wait"] = max(time.time() - ready, 0.0)
+        super().send_event(type, **fields)
 
     def on_failure(self, exc_info: Any, send_failed_event: bool = True,
                    return_ok: bool = False) -> None:

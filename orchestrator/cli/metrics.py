@@ -1,4 +1,4 @@
-"""``orchestrator metrics``: a Prometheus endpoint for queue depths, dead letters and tasks."""
+"""``orchestrator metrics``: a Prometheus endpoint for queues, dead letters and steps."""
 
 from __future__ import annotations
 
@@ -17,15 +17,26 @@ from orchestrator.cli.common import EXIT_CONFIG, ServiceError, console
 @click.command("metrics")
 @click.option("--port", default=9808, show_default=True, help="HTTP port of /metrics.")
 @click.option("--address", default="127.0.0.1", show_default=True, help="Address to bind.")
-def metrics_command(port: int, address: str) -> None:
-    """Serve Prometheus metrics: queue and DLQ depths per step, task outcomes and runtimes."""
+@click.option("--dead-letters-read", default=1000, show_default=True,
+              type=click.IntRange(min=0),
+              help="Dead letters read per DLQ to count reasons; the rest count as 'unread'.")
+def metrics_command(port: int, address: str, dead_letters_read: int) -> None:
+    """Serve Prometheus metrics: queue and DLQ depths, oldest ages and consumers per step,
+    dead letters by reason, task outcomes, queue waits and run times."""
     from orchestrator.celery_app import app
-    from orchestrator.observability.metrics import QueueDepthCollector, TaskEventMetrics
+    from orchestrator.observability.dead_letter_census import DeadLetterCensus
+    from orchestrator.observability.metrics import (
+        QueueDepthCollector,
+        StartLog,
+        TaskEventMetrics,
+    )
     from orchestrator.topology import topology
 
     registry = CollectorRegistry()
-    registry.register(QueueDepthCollector(app, topology))
-    events = TaskEventMetrics(app, registry)
+    starts = StartLog()
+    registry.register(QueueDepthCollector(app, topology, starts,
+                                          DeadLetterCensus(limit=dead_letters_read)))
+    events = TaskEventMetrics(app, registry, starts)
     # The port first: taken, it is said at once, before any broker connection is made.
     try:
         server, _thread = start_http_server(port, addr=address, registry=registry)
