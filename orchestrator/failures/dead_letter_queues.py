@@ -223,6 +223,10 @@ def _peek(connection: Connection, dlq: str, limit: int) -> list[DeadLetter]:
     return found
 
 
+peek = _peek
+"""The first dead letters of one DLQ on an open connection (for the metrics' reason counts)."""
+
+
 def counts(queue: str | None = None, *, app: Celery | None = None) -> dict[str, int]:
     """Messages per DLQ (0 for a DLQ that does not exist yet)."""
     with _connection(app) as connection:
@@ -296,6 +300,7 @@ def _replay_headers(headers: dict[str, Any]) -> dict[str, Any]:
     cleaned = {k: v for k, v in headers.items() if k not in _RESET_HEADERS}
     cleaned["retries"] = 0
     cleaned[message_headers.REPLAY_ID] = uuid.uuid4().hex[:16]
+    cleaned[message_headers.PUBLISHED_AT] = time.time()  # its queue wait starts now
     return cleaned
 
 
