@@ -312,3 +312,61 @@ def test_readme_documents_the_stack() -> None:
     text = README.read_text(encoding="utf-8")
     assert "docker compose up" in text, "README does not say how to start the stack"
     assert "celery -A orchestrator flower" in text, "README does not say how to start Flower"
+
+
+MONITORING_SERVICES = {"metrics", "prometheus", "grafana"}
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Bind mounts of a service: container path -> host path (named volumes left out)."""
+    found: dict[str, str] = {}
+    for volume in service.get("volumes") or []:
+        source, _, rest = str(volume).partition(":")
+        if source.startswith((".", "/")):
+            found[rest.split(":")[0]] = source
+    return found
+
+
+def test_monitoring_services_and_their_files(services: dict[str, dict[str, Any]]) -> None:
+    assert set(services) >= MONITORING_SERVICES, sorted(MONITORING_SERVICES - set(services))
+    metrics = _command(services["metrics"])
+    assert metrics[:2] == ["orchestrator", "metrics"], metrics
+    assert metrics[metrics.index("--address") + 1] == "0.0.0.0", "unreachable from prometheus"
+    port = metrics[metrics.index("--port") + 1]
+    assert services["metrics"].get("build"), "the exporter runs from the project's image"
+    config_path = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    targets = [t for job in config["scrape_configs"] for c in job["static_configs"]
+               for t in c["targets"]]
+    assert f"metrics:{port}" in targets, targets
+
+    prometheus = _mounts(services["prometheus"])
+    grafana = _mounts(services["grafana"])
+    for mounts in (prometheus, grafana):
+        for target, source in mounts.items():
+            assert (ROOT / source).exists(), f"{source} (mounted at {target}) does not exist"
+    assert prometheus["/etc/prometheus/prometheus.yml"] == "./deploy/prometheus/prometheus.yml"
+    # The rule file Prometheus loads is the one mounted from the repository.
+    for rule_file in config["rule_files"]:
+        assert rule_file in prometheus, f"rule file {rule_file} is not mounted"
+        assert prometheus[rule_file] == "./deploy/prometheus/alerts.yml"
+    assert grafana["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
+    dashboards = ROOT / grafana["/var/lib/grafana/dashboards"]
+    assert (dashboards / "orchestrator.json").exists()
+    provider = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/orchestrator.yml")
+                              .read_text(encoding="utf-8"))
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    datasource = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml")
+                                .read_text(encoding="utf-8"))["datasources"][0]
+    assert datasource["url"] == "http://prometheus:9090"
+    used = {target["datasource"]["uid"] for panel in
+            json.loads((dashboards / "orchestrator.json").read_text())["panels"]
+            for target in panel["targets"]}
+    assert used == {datasource["uid"]}, "the dashboard's panels use another data source"
+
+
+def test_grafana_admin_password_comes_from_env(services: dict[str, dict[str, Any]]) -> None:
+    env = _environment(services["grafana"])
+    password = env.get("GF_SECURITY_ADMIN_PASSWORD", "")
+    assert password.startswith("${GRAFANA_ADMIN_PASSWORD:?"), f"not required from env: {password}"
+    assert env.get("GF_AUTH_ANONYMOUS_ENABLED") == "false"
