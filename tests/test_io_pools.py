@@ -1,7 +1,7 @@
 """Escavadores on the pools for I/O-bound steps: Celery's threads pool (dev mode's and
 docker-compose's default for them) on every broker, gevent on RabbitMQ and Redis Streams:
 steps side by side, a killed worker's step completed exactly once, a warm shutdown. A gevent
-worker on NATS refuses to start (``orchestrator/pool_support.py``).
+worker on NATS refuses to start (``orchestrator/pools/compatibility.py``).
 
 Own workers on the crash tests' queues (the shared prefork worker does not consume them).
 What differs from prefork is in the README ("I/O-bound steps"): no time limits on threads,
@@ -129,7 +129,7 @@ def test_a_gevent_worker_on_nats_refuses_to_start(broker: BrokerUnderTest,
     """One line and exit code 2, at once, instead of a consumer that never connects."""
     if broker.name not in GREEN_UNSUPPORTED:
         pytest.skip("gevent runs on this broker: the tests above")
-    from orchestrator.pool_support import EXIT_UNSUPPORTED_POOL
+    from orchestrator.pools.compatibility import EXIT_UNSUPPORTED_POOL
 
     done = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "orchestrator", "worker", "-P", "gevent",

@@ -1,4 +1,4 @@
-"""Which Celery pools each transport runs on, checked when a worker starts.
+"""Which pools each transport runs on, checked when a worker starts.
 
 Prefork and threads work on every broker. gevent works on RabbitMQ and Redis Streams, whose
 clients do their I/O through the sockets gevent patches. The NATS JetStream transport cannot:
