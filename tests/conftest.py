@@ -72,6 +72,9 @@ def configured_app() -> Any:
 
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+SHARED_POOL = os.environ.get("ORCHESTRATOR_TEST_POOL", "prefork")
+"""The shared worker's pool: ``ORCHESTRATOR_TEST_POOL=threads`` (or gevent) runs the suites
+that use it on an I/O-bound pool (``.ci/run`` does, for the behaviour and failure suites)."""
 
 
 def _unreachable(what: str, error: str) -> None:
@@ -187,7 +190,8 @@ def worker(broker: BrokerUnderTest, log_dir: Path,
     reset_queues()
     env = worker_env(broker.url, {"ORCHESTRATOR_STEP_MODULES": SHARED_WORKER_MODULES,
                                   "ORCHESTRATOR_YOUTUBE_BASE_URL": feed_server.base_url})
-    process = WorkerProcess(env, log_dir, name=f"shared-{broker.name}")
+    process = WorkerProcess(env, log_dir, name=f"shared-{broker.name}", pool=SHARED_POOL,
+                            concurrency=2 if SHARED_POOL == "prefork" else 8)
     process.start()
     try:
         process.wait_ready()

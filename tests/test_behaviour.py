@@ -52,7 +52,12 @@ def test_each_task_is_consumed_from_its_own_queue_only(
     replies = app.control.inspect(destination=[worker.nodename], timeout=10).active_queues()
     assert replies, "the worker did not answer inspect active_queues"
     consumed = {queue["name"] for queue in replies[worker.nodename]}
-    assert consumed == set(topology.names()) - set(CRASH_QUEUES)
+    # The shared worker loads fewer step modules than this process: it consumes the queue of
+    # every step it registered, and nothing else.
+    registered = app.control.inspect(destination=[worker.nodename], timeout=10).registered()
+    assert registered, "the worker did not answer inspect registered"
+    assert consumed == set(registered[worker.nodename]) & set(topology.names())
+    assert not consumed & set(CRASH_QUEUES)
     assert not any(name.endswith(".dlq") for name in consumed)
 
 

@@ -15,7 +15,7 @@ from orchestrator.correlation import HEADER
 from orchestrator.envelope import Envelope, EventType
 from orchestrator.failures import dead_letter_queues as dlq
 from orchestrator.settings import get_settings
-from tests.conftest import CRASH_QUEUES, dead_letters_for
+from tests.conftest import CRASH_QUEUES, SHARED_POOL, dead_letters_for
 from tests.support.brokers import BrokerUnderTest
 from tests.support.crashes import assert_a_killed_step_completes_exactly_once
 from tests.support.waiting import wait_until
@@ -96,6 +96,8 @@ def test_final_error_goes_straight_to_the_dlq(worker: WorkerProcess, on_broker: 
 
 # -- time limits -------------------------------------------------------------------------------
 
+@pytest.mark.skipif(SHARED_POOL != "prefork", reason="Celery enforces the soft time limit only "
+                    "in prefork children (README, 'I/O-bound steps')")
 def test_soft_time_limit_takes_the_failure_path(worker: WorkerProcess, on_broker: object) -> None:
     from orchestrator.pipeline import run_pipeline
 
