@@ -89,6 +89,15 @@ def dead_letter_events(correlation_id: str, recorded: Iterable[TraceEvent],
     return found
 
 
+def _queues_to_search(events: Iterable[TraceEvent]) -> list[str | None]:
+    """The DLQs that can hold this request's dead letters: those of the queues its recorded
+    messages went to (every step's when nothing recorded names one). A request that
+    succeeded has none to look for, so ``--follow`` and the console's reloads read no DLQ
+    once it finished, and a running one reads one or two, not every step's."""
+    queues = sorted({event.queue for event in events if event.queue})
+    return list(queues) if queues else [None]
+
+
 def timeline(correlation_id: str, *, app: Celery | None = None,
              dead_letters: bool = True) -> Timeline:
     """Request ``correlation_id``'s timeline: every recorded event, the broker's dead letters
@@ -97,11 +106,13 @@ def timeline(correlation_id: str, *, app: Celery | None = None,
     error; an unreachable Redis raises redis-py's error; unreadable DLQs are a note."""
     events = recorded_events(correlation_id)
     notes: list[str] = []
-    if dead_letters:
+    if dead_letters and build(correlation_id, events).outcome != "succeeded":
         from orchestrator.failures import dead_letter_queues as dlq  # reads the broker
 
         try:
-            letters = dlq.list_dead_letters(correlation_id=correlation_id, app=app)
+            letters = [letter for queue in _queues_to_search(events)
+                       for letter in dlq.list_dead_letters(queue, app=app,
+                                                           correlation_id=correlation_id)]
         except Exception as exc:
             notes.append(f"the dead-letter queues could not be read ({type(exc).__name__}: "
                          f"{exc}): dead letters made by the broker are not shown")
