@@ -18,7 +18,7 @@ from typing import Any
 
 from bench import accounting
 from bench.side import Side
-from bench.workers import BenchTimeout, WorkerSpec, running, wait_for_count
+from bench.workers import BenchTimeout, WorkerSpec, running, running_group, wait_for_count
 
 Metrics = dict[str, float]
 
@@ -89,15 +89,20 @@ def measure_publish_interleaved(sides: tuple[Side, ...], count: int) -> dict[str
 
 
 IO_CONCURRENCY = 16
-"""Requests in flight per worker in the I/O-bound scenario, the same for every system."""
+"""Requests in flight per side in the I/O-bound scenario, the same for every system."""
+IO_PROCESSES = 2
+"""Worker processes per side in the I/O-bound scenario: one per core, as Dramatiq's
+``--processes 2 --threads 8`` runs (a threaded Celery worker is one core for Python)."""
 
 
 def io_bound(spec: WorkerSpec) -> WorkerSpec:
-    """A Celery worker for I/O-bound steps: the threads pool, :data:`IO_CONCURRENCY` threads
-    (the README's advice for escavadores). Dramatiq's own worker is threaded already."""
+    """Celery workers for I/O-bound steps: the threads pool, one worker per core with
+    :data:`IO_CONCURRENCY` threads between them (the README's advice for escavadores).
+    Dramatiq's own worker is threaded already."""
     if spec.command is not None:
         return spec
-    return replace(spec, pool="threads", concurrency=IO_CONCURRENCY)
+    return replace(spec, pool="threads", concurrency=IO_CONCURRENCY // IO_PROCESSES,
+                   processes=IO_PROCESSES)
 
 
 def measure_io_drain(side: Side, count: int, ctx: Context, url: str) -> Metrics:
@@ -121,7 +126,7 @@ def measure_drain(side: Side, count: int, ctx: Context, *,
         side.reset_queues()
         publish_s = _publish_all(side, run_id, count, extra)
         worker_spec = side.worker_spec()
-        with running(spec(worker_spec) if spec else worker_spec, ctx.log_dir) as worker:
+        with running_group(spec(worker_spec) if spec else worker_spec, ctx.log_dir) as worker:
             ready_at = worker.wait_ready()
             cpu_at_ready = worker.cpu_seconds()
 

@@ -52,6 +52,9 @@ class WorkerSpec:
     """How many times the mark must appear (Dramatiq logs it once per worker process)."""
     pool: str = "prefork"
     concurrency: int = CONCURRENCY
+    processes: int = 1
+    """Celery workers started side by side for one drain (each with ``concurrency``); a side
+    with its own ``command`` starts its processes itself."""
 
 
 class BenchWorker:
@@ -165,6 +168,35 @@ def running(spec: WorkerSpec, log_dir: Path) -> Iterator[BenchWorker]:
         yield worker
     finally:
         worker.stop()
+
+
+class WorkerGroup:
+    """The workers one drain runs on (:attr:`WorkerSpec.processes` of them): ready when all
+    are, their CPU and peak RSS summed, failed when any one exits."""
+
+    def __init__(self, workers: list[BenchWorker]) -> None:
+        self.workers = workers
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> float:
+        return max(worker.wait_ready(timeout) for worker in self.workers)
+
+    def check_alive(self) -> None:
+        for worker in self.workers:
+            worker.check_alive()
+
+    def cpu_seconds(self) -> float:
+        return sum(worker.cpu_seconds() for worker in self.workers)
+
+    def peak_rss_bytes(self) -> int:
+        return sum(worker.peak_rss_bytes() for worker in self.workers)
+
+
+@contextlib.contextmanager
+def running_group(spec: WorkerSpec, log_dir: Path) -> Iterator[WorkerGroup]:
+    """:attr:`WorkerSpec.processes` started workers, all stopped on the way out."""
+    count = 1 if spec.command is not None else spec.processes
+    with contextlib.ExitStack() as stack:
+        yield WorkerGroup([stack.enter_context(running(spec, log_dir)) for _ in range(count)])
 
 
 # -- waiting, always with a timeout ------------------------------------------------------------
