@@ -15,7 +15,13 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from bench.config import DEFAULT_REDIS_URL, SCENARIOS, orchestrator_env, plain_env
+from bench.config import (
+    DEFAULT_REDIS_URL,
+    ENV_PREFETCH,
+    SCENARIOS,
+    orchestrator_env,
+    plain_env,
+)
 from bench.services import BROKERS
 
 SCENARIO_NAMES = SCENARIOS
@@ -71,6 +77,9 @@ def _split(value: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
 @click.option("--io-tasks", default=800, show_default=True, type=click.IntRange(1),
               help="Messages in the I/O-bound scenario (each step: one HTTP request answered "
                    "after 20 ms; Celery workers -P threads -c 16, Dramatiq -p 2 -t 8).")
+@click.option("--prefetch", default=1, show_default=True, type=click.IntRange(1),
+              help="Both Celery sides' prefetch multiplier: 1 as shipped, or the README's "
+                   "setting for short steps (8).")
 @click.option("--dramatiq/--no-dramatiq", default=True, show_default=True,
               help="Also measure Dramatiq (RabbitMQ and Redis; throughput and publish) and "
                    "report every system's rate as a ratio to it.")
@@ -81,13 +90,14 @@ def _split(value: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
 def main(brokers: str, tasks: int, chain_samples: int, chord_samples: int, backlog: int,
          scenarios: str, rounds: int, warmup: int, sample_timeout: float, redis_url: str,
          plain_task_events: bool, plain_quorum: bool, events_cost: bool, trace_cost: bool,
-         io_tasks: int, dramatiq: bool, plot: bool, out_dir: Path) -> None:
+         io_tasks: int, prefetch: int, dramatiq: bool, plot: bool, out_dir: Path) -> None:
     """Measure the orchestrator against plain Celery, as ratios from one run."""
     broker_names = _split(brokers, tuple(BROKERS), "broker")
     scenario_names = _split(scenarios, SCENARIO_NAMES, "scenario")
     # Piped output (a CI log, `| tee`) would get 80 columns and a wrapped table.
     console = Console(log_path=False, width=None if sys.stdout.isatty() else 120)
 
+    os.environ[ENV_PREFETCH] = str(prefetch)  # read by every process of the run
     os.environ.update(orchestrator_env(BROKERS[broker_names[0]], redis_url))
     os.environ.update(plain_env(BROKERS[broker_names[0]], redis_url, plain_task_events,
                                 plain_quorum))

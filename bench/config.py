@@ -32,7 +32,16 @@ and the orchestrator's worker is enough to show it."""
 
 SOFT_TIME_LIMIT = 300
 TIME_LIMIT = 360
-PREFETCH_MULTIPLIER = 1
+ENV_PREFETCH = "BENCH_PREFETCH_MULTIPLIER"
+"""Set by ``--prefetch`` for every process of the run (both Celery sides alike)."""
+
+
+def prefetch_multiplier() -> int:
+    """Both Celery sides' ``worker_prefetch_multiplier``: 1 (the shipped setting) unless
+    ``--prefetch`` asked for the short-steps setting."""
+    return int(os.environ.get(ENV_PREFETCH, "1"))
+
+
 RESULT_TTL = 3600
 """Results and idempotency records live one hour: a backlog run must not fill Redis for a week."""
 
@@ -55,7 +64,7 @@ def orchestrator_env(broker_url: str, redis_url: str) -> dict[str, str]:
         "ORCHESTRATOR_RESULT_BACKEND": redis_url,
         "ORCHESTRATOR_IDEMPOTENCY_URL": redis_url,
         "ORCHESTRATOR_STEP_MODULES": STEP_MODULES,
-        "ORCHESTRATOR_PREFETCH_MULTIPLIER": str(PREFETCH_MULTIPLIER),
+        "ORCHESTRATOR_PREFETCH_MULTIPLIER": str(prefetch_multiplier()),
         "ORCHESTRATOR_SOFT_TIME_LIMIT": str(SOFT_TIME_LIMIT),
         "ORCHESTRATOR_TIME_LIMIT": str(TIME_LIMIT),
         "ORCHESTRATOR_RESULT_EXPIRES": str(RESULT_TTL),

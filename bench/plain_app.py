@@ -30,10 +30,10 @@ from bench.config import (
     ENV_PLAIN_EVENTS,
     ENV_PLAIN_QUORUM,
     ENV_REDIS,
-    PREFETCH_MULTIPLIER,
     RESULT_TTL,
     SOFT_TIME_LIMIT,
     TIME_LIMIT,
+    prefetch_multiplier,
 )
 
 QUEUE = "bench_plain"
@@ -69,7 +69,7 @@ def settings(broker_url: str, redis_url: str, task_events: bool) -> dict[str, An
         "task_acks_late": True,
         "task_acks_on_failure": False,
         "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": PREFETCH_MULTIPLIER,
+        "worker_prefetch_multiplier": prefetch_multiplier(),
         "broker_transport_options": {"confirm_publish": True},
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": 5.0,

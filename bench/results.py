@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from bench.config import prefetch_multiplier
 from bench.report import bulk_rows, cost_rows, failover_rows, peer_rows, rows, trace_cost_rows
 from bench.runner import BrokerRecord, Plan
 
@@ -110,7 +111,7 @@ def document(plan: Plan, records: list[BrokerRecord], started: datetime, finishe
             "plain_quorum": plan.plain_quorum,
             "events_cost": plan.events_cost,
             "trace_cost": plan.trace_cost,
-            "worker": "prefork, concurrency 2, prefetch multiplier 1",
+            "worker": f"prefork, concurrency 2, prefetch multiplier {prefetch_multiplier()}",
             "log_dir": str(plan.log_dir),
         },
         "brokers": {
