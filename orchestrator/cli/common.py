@@ -235,3 +235,16 @@ def _unexpected(exc: BaseException) -> NoReturn:
         raise exc
     print_error(f"{type(exc).__name__}: {exc} (set {DEBUG_VARIABLE}=1 for the traceback)")
     sys.exit(EXIT_FAILED)
+
+
+def check_replay_journal() -> None:
+    """A replay records each message it moved in Redis (the idempotency store, by default the
+    result backend): checked before the first message moves, and given up within seconds, so
+    a Redis that is down is said before anything is replayed (``dlq replay``, the console)."""
+    settings = get_settings()
+    if settings.idempotency_url:
+        check_redis("the idempotency store", settings.idempotency_url,
+                    "ORCHESTRATOR_IDEMPOTENCY_URL", note="nothing was replayed")
+    else:
+        check_redis("the result backend", settings.result_backend, BACKEND_VARIABLE,
+                    note="nothing was replayed")

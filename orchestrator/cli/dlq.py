@@ -12,16 +12,14 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.cli.common import (
-    BACKEND_VARIABLE,
     EXIT_FAILED,
-    check_redis,
+    check_replay_journal,
     console,
     one_line,
     print_error,
     print_json,
 )
 from orchestrator.failures import dead_letter_queues as dlq
-from orchestrator.settings import get_settings
 
 ERROR_CHARS = 80
 """``dlq list`` shows this much of a dead letter's error (``dlq show`` has all of it)."""
@@ -150,7 +148,7 @@ def replay_command(letter_id: str | None, all_: bool, queue: str | None, as_json
     if bool(letter_id) == all_:
         raise click.UsageError("give a dead-letter ID or --all (an ID may be a request's "
                                "correlation id)")
-    _check_journal()
+    check_replay_journal()
     try:
         moved = (dlq.replay(all_=True, queue=queue) if letter_id is None
                  else dlq.replay_any(letter_id, queue=queue))
@@ -164,18 +162,6 @@ def replay_command(letter_id: str | None, all_: bool, queue: str | None, as_json
         console.print(f"replayed {letter.id} -> {letter.queue} "
                       f"(correlation_id {letter.summary()['correlation_id']})")
     console.print(f"{len(moved)} message(s) replayed")
-
-
-def _check_journal() -> None:
-    """A replay records each message it moved in Redis (the idempotency store, by default the
-    result backend): checked before the first message moves, and given up within seconds."""
-    settings = get_settings()
-    if settings.idempotency_url:
-        check_redis("the idempotency store", settings.idempotency_url,
-                    "ORCHESTRATOR_IDEMPOTENCY_URL", note="nothing was replayed")
-    else:
-        check_redis("the result backend", settings.result_backend, BACKEND_VARIABLE,
-                    note="nothing was replayed")
 
 
 @dlq_group.command("purge")

@@ -12,9 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.cli.common import BACKEND_VARIABLE, check_redis
+from orchestrator.cli.common import check_replay_journal
 from orchestrator.failures import dead_letter_queues as dlq
-from orchestrator.settings import get_settings
 from orchestrator.topology import original_queue
 
 LIST_LIMIT = 500
@@ -76,28 +75,16 @@ def letter(letter_id: str, queue: str | None = None) -> dlq.DeadLetter:
     return dlq.show(letter_id, queue=queue_of(queue) if queue else None)
 
 
-def _check_journal() -> None:
-    """A replay records each move in Redis: checked first, as ``dlq replay`` does, so a Redis
-    that is down is said before any message moves."""
-    settings = get_settings()
-    if settings.idempotency_url:
-        check_redis("the idempotency store", settings.idempotency_url,
-                    "ORCHESTRATOR_IDEMPOTENCY_URL", note="nothing was replayed")
-    else:
-        check_redis("the result backend", settings.result_backend, BACKEND_VARIABLE,
-                    note="nothing was replayed")
-
-
 def replay_one(letter_id: str, queue: str | None = None) -> list[dict[str, Any]]:
     """Replay one dead letter; its summary."""
-    _check_journal()
+    check_replay_journal()
     moved = dlq.replay(letter_id, queue=queue_of(queue) if queue else None)
     return [letter.summary() for letter in moved]
 
 
 def replay_all(queue: str) -> list[dict[str, Any]]:
     """Replay what one queue's DLQ holds now; their summaries."""
-    _check_journal()
+    check_replay_journal()
     return [letter.summary() for letter in dlq.replay(queue=queue_of(queue), all_=True)]
 
 
