@@ -41,3 +41,19 @@ CARRIED = frozenset({CORRELATION_ID, FIRST_FAILURE_AT, REPLAY_ID, *TRACE_CONTEXT
 def carried(headers: Mapping[str, Any] | None) -> dict[str, Any]:
     """The headers of ``headers`` that a retry or a dead letter of that message carries."""
     return {name: value for name, value in (headers or {}).items() if name in CARRIED}
+
+
+def carried_trace_context(carrier: Any) -> dict[str, str]:
+    """The W3C trace context (:data:`TRACE_CONTEXT`) a foreign producer sent with a message,
+    from whatever carries it (AMQP headers, NATS headers, a stream entry's fields); text
+    values only, bytes read as ASCII."""
+    if not isinstance(carrier, Mapping):
+        return {}
+    found: dict[str, str] = {}
+    for name in TRACE_CONTEXT:
+        value = carrier.get(name)
+        if isinstance(value, bytes):
+            value = value.decode("ascii", errors="replace")
+        if isinstance(value, str) and value:
+            found[name] = value
+    return found

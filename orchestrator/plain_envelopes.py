@@ -20,7 +20,7 @@ from typing import Any
 
 from kombu.message import Message
 
-from orchestrator.headers import CORRELATION_ID, PUBLISHED_AT, TRACE_CONTEXT
+from orchestrator.headers import CORRELATION_ID, PUBLISHED_AT, carried_trace_context
 from orchestrator.observability.publish_time import envelope_time
 
 ENVELOPE_FIELDS = frozenset({"correlation_id", "tipo_evento", "payload"})
@@ -45,22 +45,6 @@ def plain_envelope(body: Any, headers: Any, max_bytes: int) -> dict[str, Any] | 
     return None
 
 
-def trace_context_of(headers: Any) -> dict[str, str]:
-    """The W3C ``traceparent``/``tracestate`` a plain client sent with its envelope (an AMQP
-    header; on NATS and Redis Streams the transport keeps them on the delivery, see
-    :func:`~orchestrator.transports.framing.keep_trace_context`): the step runs in that trace."""
-    if not isinstance(headers, dict):
-        return {}
-    found: dict[str, str] = {}
-    for name in TRACE_CONTEXT:
-        value = headers.get(name)
-        if isinstance(value, bytes):
-            value = value.decode("ascii", errors="replace")
-        if isinstance(value, str) and value:
-            found[name] = value
-    return found
-
-
 def as_task_message(message: Message, task_name: str, envelope: dict[str, Any]) -> Message:
     """The Celery task message for ``envelope``, on ``message``'s delivery."""
     task_id = str(uuid.uuid4())
@@ -72,7 +56,7 @@ def as_task_message(message: Message, task_name: str, envelope: dict[str, Any]) 
         "argsrepr": f"(<envelope {envelope.get('tipo_evento')} "
                     f"correlation_id={correlation_id}>,)",
         CORRELATION_ID: correlation_id,
-        **trace_context_of(message.headers),
+        **carried_trace_context(message.headers),
     }
     published = envelope_time(envelope.get("timestamp"))
     if published is not None:  # the producer's only publish time: its queue wait starts there

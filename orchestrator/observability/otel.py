@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from celery import signals
 
 from orchestrator.correlation import HEADER, correlation_id_from_request, current_correlation_id
+from orchestrator.headers import TRACE_CONTEXT, carried_trace_context
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -62,8 +63,6 @@ CORRELATION_ATTRIBUTE = "orchestrator.correlation_id"
 celery instrumentation puts Celery's own ``correlation_id``, the task id, there)."""
 STEPS_ATTRIBUTE = "orchestrator.steps"
 ATTEMPT_ATTRIBUTE = "orchestrator.attempt"
-TRACE_CONTEXT_FIELDS = ("traceparent", "tracestate")
-"""W3C trace context, as message headers and as CloudEvents extension attributes."""
 
 MESSAGING_SYSTEMS = {"amqp": "rabbitmq", "amqps": "rabbitmq", "pyamqp": "rabbitmq",
                      "redis-streams": "redis", "rediss-streams": "redis", "redis": "redis",
@@ -309,7 +308,7 @@ def replay_span(headers: dict[str, Any], queue: str, correlation_id: str | None,
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     propagator = TraceContextTextMapPropagator()
-    carried = {name: str(headers[name]) for name in TRACE_CONTEXT_FIELDS if headers.get(name)}
+    carried = carried_trace_context(headers)
     parent = propagator.extract(carried) if carried else None
     attributes = {"messaging.destination.name": queue, "messaging.operation.type": "send"}
     if correlation_id:
@@ -317,7 +316,7 @@ def replay_span(headers: dict[str, Any], queue: str, correlation_id: str | None,
     with _tracer().start_as_current_span(
             f"replay {queue}", context=parent, kind=trace.SpanKind.PRODUCER,
             attributes=attributes):
-        for name in TRACE_CONTEXT_FIELDS:
+        for name in TRACE_CONTEXT:
             headers.pop(name, None)
         propagator.inject(headers)
         yield

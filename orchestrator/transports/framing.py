@@ -18,12 +18,10 @@ import binascii
 import json
 from typing import Any
 
+from orchestrator.headers import carried_trace_context
+
 FOREIGN_FRAME_HEADER = "x-foreign-frame"
 """Set on a delivery whose bytes were not a Kombu message: what was wrong with them."""
-
-TRACE_CONTEXT_FIELDS = ("traceparent", "tracestate")
-"""W3C trace context a foreign producer may send beside its bytes (a NATS header, a field of
-the stream entry): kept on the foreign frame, for the step to run in that trace."""
 
 KOMBU_FIELDS = ("body", "properties")
 
@@ -51,15 +49,8 @@ def keep_trace_context(payload: dict[str, Any], carrier: Any) -> dict[str, Any]:
     fields of the delivery) in its headers, when it is a foreign frame: a plain client has
     no Kombu headers to put it in. A Kombu message keeps its own headers as they are."""
     headers = payload.get("headers")
-    if not isinstance(carrier, dict) or not isinstance(headers, dict) \
-            or FOREIGN_FRAME_HEADER not in headers:
-        return payload
-    for name in TRACE_CONTEXT_FIELDS:
-        value = carrier.get(name)
-        if isinstance(value, bytes):
-            value = value.decode("ascii", errors="replace")
-        if isinstance(value, str) and value:
-            headers[name] = value
+    if isinstance(headers, dict) and FOREIGN_FRAME_HEADER in headers:
+        headers.update(carried_trace_context(carrier))
     return payload
 
 
