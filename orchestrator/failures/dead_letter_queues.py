@@ -43,6 +43,7 @@ from orchestrator.observability.otel import replay_span
 from orchestrator.settings import get_settings
 from orchestrator.topology import dlq_name, original_queue, topology, work_exchange
 from orchestrator.trace import record as trace_record
+from orchestrator.utc import parse_utc
 
 JOURNAL_PREFIX = "orchestrator:dlq:replayed:"
 JOURNAL_TTL = 7 * 24 * 3600
@@ -80,11 +81,8 @@ class DeadLetter:
 
     def age_seconds(self, now: datetime | None = None) -> float | None:
         when = self.details.get("last_failure_at")
-        if not when:
-            return None
-        try:
-            moment = datetime.fromisoformat(str(when).replace("Z", "+00:00"))
-        except ValueError:
+        moment = parse_utc(str(when)) if when else None
+        if moment is None:
             return None
         return ((now or datetime.now(UTC)) - moment).total_seconds()
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from orchestrator.failures.dead_letter_queues import DeadLetter, peek
+from orchestrator.utc import parse_utc
 
 UNREAD = "unread"
 """The reason shown for the dead letters past the read limit."""
@@ -41,12 +41,8 @@ class Census:
 def failed_at(letter: DeadLetter) -> float | None:
     """Unix time a dead letter died (``last_failure_at``); None when it does not say."""
     when = letter.details.get("last_failure_at")
-    if not when:
-        return None
-    try:
-        return datetime.fromisoformat(str(when).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    moment = parse_utc(str(when)) if when else None
+    return None if moment is None else moment.timestamp()
 
 
 def take_census(connection: Any, dlq: str, depth: int, limit: int) -> Census:

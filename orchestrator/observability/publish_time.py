@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from celery import signals
 
 from orchestrator.headers import PUBLISHED_AT
+from orchestrator.utc import parse_utc
 
 
 def stamp_publish_time(headers: dict[str, Any] | None = None, **_: Any) -> None:
@@ -33,15 +34,8 @@ def stamp_publish_time(headers: dict[str, Any] | None = None, **_: Any) -> None:
 
 def envelope_time(value: Any) -> float | None:
     """An envelope's ISO 8601 ``timestamp`` as Unix seconds; None when it is not one."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    moment = parse_utc(value)
+    return None if moment is None else moment.timestamp()
 
 
 def ready_at(headers: Mapping[str, Any], eta: datetime | None = None) -> float | None:

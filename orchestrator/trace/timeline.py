@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from orchestrator.headers import DEAD_LETTER
 from orchestrator.trace.model import Timeline, TraceEvent, build
 from orchestrator.trace.record import read_events
+from orchestrator.utc import parse_utc
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -41,16 +42,6 @@ def recorded_events(correlation_id: str) -> list[TraceEvent]:
     return events
 
 
-def _moment(text: Any) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 LOST_AFTER = 10.0
 """Seconds after which a dead letter of the runtime's own that the record lacks counts as
 one whose event was lost: before, its event may just not be flushed yet (a worker writes its
@@ -69,7 +60,7 @@ def dead_letter_events(correlation_id: str, recorded: Iterable[TraceEvent],
     for letter in letters:
         own = DEAD_LETTER in letter.headers
         task_id = letter.details.get("task_id") or letter.headers.get("id")
-        failed_at = _moment(letter.details.get("last_failure_at"))
+        failed_at = parse_utc(letter.details.get("last_failure_at"))
         if own and ((task_id and task_id in known) or failed_at is None
                     or (moment_now - failed_at).total_seconds() < LOST_AFTER):
             continue
