@@ -18,7 +18,7 @@ from celery import Celery, bootsteps
 import orchestrator.correlation
 import orchestrator.observability.otel  # (tracing per process when OTEL_* asks)
 import orchestrator.observability.publish_time  # (stamps each publish's time)
-import orchestrator.pools  # (threads, gevent: failures reported; pools per broker)
+import orchestrator.pools  # (threads, gevent: failures reported)
 import orchestrator.transports  # noqa: F401  (registers redis-streams:// and nats://)
 from orchestrator.events.publisher import declare_destinations
 from orchestrator.settings import get_settings

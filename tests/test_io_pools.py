@@ -1,7 +1,6 @@
-"""Escavadores on the pools for I/O-bound steps: Celery's threads pool (dev mode's and
-docker-compose's default for them) on every broker, gevent on RabbitMQ and Redis Streams:
-steps side by side, a killed worker's step completed exactly once, a warm shutdown. A gevent
-worker on NATS refuses to start (``orchestrator/pools/compatibility.py``).
+"""Escavadores on the pools for I/O-bound steps, Celery's threads pool (dev mode's and
+docker-compose's default for them) and gevent, on every broker: steps side by side, a killed
+worker's step completed exactly once, a warm shutdown, gevent's hard time limit.
 
 Own workers on the crash tests' queues (the shared prefork worker does not consume them).
 What differs from prefork is in the README ("I/O-bound steps"): no time limits on threads,
@@ -11,8 +10,6 @@ and a step that kills its process kills the whole worker.
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,18 +19,14 @@ from tests.conftest import CRASH_QUEUES
 from tests.support.brokers import BrokerUnderTest
 from tests.support.crashes import assert_a_killed_step_completes_exactly_once
 from tests.support.waiting import wait_until
-from tests.support.workers import REPO, WorkerProcess, worker_env
+from tests.support.workers import WorkerProcess, worker_env
 
 pytestmark = [pytest.mark.broker, pytest.mark.crash]
 TIMEOUT = 90
-GREEN_UNSUPPORTED = {"nats"}
 
 
 @pytest.fixture(params=["threads", "gevent"])
-def pool(request: pytest.FixtureRequest, broker: BrokerUnderTest) -> str:
-    if request.param == "gevent" and broker.name in GREEN_UNSUPPORTED:
-        pytest.skip("gevent is refused on this broker: "
-                    "test_a_gevent_worker_on_nats_refuses_to_start")
+def pool(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
@@ -108,8 +101,6 @@ def test_the_hard_time_limit_stops_a_gevent_step_and_the_delivery_limit_ends_it(
     """Celery's gevent pool raises the hard time limit inside the step (at its next wait) and
     the message is redelivered, as after a killed prefork child, until the delivery limit
     dead-letters it; the soft limit is not enforced there (README, "I/O-bound steps")."""
-    if on_broker.name in GREEN_UNSUPPORTED:
-        pytest.skip("gevent is refused on this broker")
     from orchestrator.pipeline import run_pipeline
     from orchestrator.settings import get_settings
     from tests.conftest import dead_letters_for
@@ -123,20 +114,3 @@ def test_the_hard_time_limit_stops_a_gevent_step_and_the_delivery_limit_ends_it(
     assert "Hard time limit" in worker.log()
     assert worker.alive
 
-
-def test_a_gevent_worker_on_nats_refuses_to_start(broker: BrokerUnderTest,
-                                                   log_dir: Path) -> None:
-    """One line and exit code 2, at once, instead of a consumer that never connects."""
-    if broker.name not in GREEN_UNSUPPORTED:
-        pytest.skip("gevent runs on this broker: the tests above")
-    from orchestrator.pools.compatibility import EXIT_UNSUPPORTED_POOL
-
-    done = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "orchestrator", "worker", "-P", "gevent",
-         "-c", "4", "-Q", CRASH_QUEUES[0], "--without-mingle", "--without-gossip"],
-        cwd=REPO, env=worker_env(broker.url), capture_output=True, text=True, timeout=TIMEOUT)
-    assert done.returncode == EXIT_UNSUPPORTED_POOL
-    refusal = [line for line in done.stderr.splitlines() if line.startswith("orchestrator")]
-    assert refusal == ["orchestrator worker: the gevent pool does not work with the nats:// "
-                       "transport (its client runs on an asyncio loop thread); use -P threads "
-                       "for I/O-bound steps"]

@@ -11,7 +11,8 @@ unacknowledged in a live worker, neither run again nor dead-lettered.
 :class:`~orchestrator.pools.threads.ThreadsPool` and
 :class:`~orchestrator.pools.gevent.GeventPool` hand it to the error callback, as prefork does.
 
-Which pool each transport can run on is :mod:`orchestrator.pools.compatibility`.
+Every pool runs on every broker. On NATS, whose client is asyncio, a gevent worker's
+connections share one event loop (``orchestrator/transports/nats_jetstream.py``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from typing import Any
 
 from billiard.einfo import ExceptionInfo
 from celery import concurrency
-
-import orchestrator.pools.compatibility  # noqa: F401  (refuses a pool the broker cannot run)
 
 
 def reporting_failures(target: Callable[..., Any], callback: Callable[[Any], Any] | None,

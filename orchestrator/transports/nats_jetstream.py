@@ -23,7 +23,8 @@ Design:
 - Bindings and which queues are transient live in a JetStream key-value bucket, so routing
   works across processes (``get_table`` reads the broker, cached as in :mod:`.bindings`).
 - nats-py is asyncio: each Kombu connection runs one event loop in one thread with one NATS
-  connection; the Kombu side submits coroutines to it. Messages arrive through one inbox per
+  connection (under gevent, the process's connections share one loop); the Kombu side submits
+  coroutines to it. Messages arrive through one inbox per
   connection that ``drain_events`` blocks on: no polling sleeps.
 
 Not supported: priorities.
@@ -42,11 +43,12 @@ import ssl
 import threading
 import time
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 import nats
 from kombu.transport import virtual
+from kombu.utils.compat import detect_environment
 from kombu.utils.json import dumps
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -138,12 +140,34 @@ class Wakeup:
 
 
 class EventLoopThread:
-    """One asyncio loop in one daemon thread; the sync side submits coroutines to it."""
+    """One asyncio loop in one daemon thread; the sync side submits coroutines to it.
+
+    Each connection has its own loop, except under a green pool (gevent, eventlet): there
+    every thread is a greenlet of one OS thread, and asyncio allows one running loop per OS
+    thread, so the connections of the process share one loop (:meth:`for_connection`), whose
+    greenlet waits in gevent's patched selector like any other."""
+
+    _shared: ClassVar[EventLoopThread | None] = None
+    _shared_lock = threading.Lock()
 
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
+        self._users = 1
         self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self._thread.start()
+
+    @classmethod
+    def for_connection(cls, name: str) -> EventLoopThread:
+        """A loop for one connection: its own, or the process's shared one when green."""
+        if detect_environment() == "default":
+            return cls(name)
+        with cls._shared_lock:
+            shared = cls._shared
+            if shared is not None and shared.loop.is_running():
+                shared._users += 1
+                return shared
+            cls._shared = cls("nats-green-loop")
+            return cls._shared
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = 30) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
@@ -152,6 +176,13 @@ class EventLoopThread:
         asyncio.run_coroutine_threadsafe(coroutine, self.loop)
 
     def stop(self) -> None:
+        """Stop the loop once its last connection let go of it."""
+        with self._shared_lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            if EventLoopThread._shared is self:
+                EventLoopThread._shared = None
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
@@ -466,6 +497,7 @@ class Transport(virtual.Transport):
         self._get_subscriptions: dict[str, Any] = {}
         self._wakeup: Wakeup | None = None
         self._hub: Any = None
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     # -- connection -------------------------------------------------------------------------
 
@@ -473,7 +505,7 @@ class Transport(virtual.Transport):
         if self._wakeup is None:
             self._wakeup = Wakeup()
         if self._thread is None:
-            self._thread = EventLoopThread(f"nats-{id(self):x}")
+            self._thread = EventLoopThread.for_connection(f"nats-{id(self):x}")
         try:
             self.run(self._connect(), timeout=self.client.connect_timeout or 10)
         except Exception:
@@ -508,7 +540,7 @@ class Transport(virtual.Transport):
         except Exception:
             self.kv = await self.js.create_key_value(bucket=KV_BUCKET, history=1,
                                                      storage=api.StorageType.FILE)
-        self._keeper = asyncio.ensure_future(self._keep_in_progress())
+        self._keeper = self._own(asyncio.ensure_future(self._keep_in_progress()))
 
     def _servers(self) -> list[str]:
         urls = [self.client.as_uri(include_password=False)]
@@ -538,10 +570,16 @@ class Transport(virtual.Transport):
             self._wakeup = None
         self._hub = None
 
+    def _own(self, task: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        """Remember a long-running task of this connection, for :meth:`_close`."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     async def _close(self) -> None:
-        """Cancel our tasks (pull loops, the in-progress keeper), then close NATS."""
-        current = asyncio.current_task()
-        tasks = [task for task in asyncio.all_tasks() if task is not current]
+        """Cancel our tasks (pull loops, the in-progress keeper), then close NATS. Only this
+        connection's: under a green pool the loop is shared with the process's others."""
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -825,7 +863,8 @@ class Transport(virtual.Transport):
                                                    cb=on_core))
         if transient is False:
             subscription = await self.js.pull_subscribe_bind(CONSUMER, stream=escape(queue))
-            handles.append(asyncio.ensure_future(self._pull(channel, queue, subscription)))
+            handles.append(self._own(asyncio.ensure_future(
+                self._pull(channel, queue, subscription))))
         return handles
 
     async def stop_consuming(self, handle: Any) -> None:
