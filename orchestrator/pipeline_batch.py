@@ -108,18 +108,28 @@ class BatchOutcome:
 
 
 class BatchProducer(Producer):
-    """Publishes without waiting, and remembers which request each message belongs to."""
+    """Publishes without waiting, and remembers which request each message belongs to.
+
+    Declares each queue once per batch: Celery asks for its queue to be declared with every
+    message, and Kombu, although it declares an entity once per connection, binds a copy of
+    it to the channel on every publish to find that out."""
 
     def __init__(self, channel: Any, confirms: ConfirmBatch) -> None:
         super().__init__(channel)  # type: ignore[no-untyped-call]
         self.confirms = confirms
         self.owner = -1
         self.owners: list[int] = []
+        self._declared: set[str] = set()
 
     def publish(self, body: Any, routing_key: Any = None,  # type: ignore[override]
                 **kwargs: Any) -> Any:
         kwargs["retry"] = False  # a failed publish is reported, not retried on a new channel
+        declare = kwargs.get("declare") or ()
+        kwargs["declare"] = [entity for entity in declare
+                             if getattr(entity, "name", None) not in self._declared]
         result = super().publish(body, routing_key, **kwargs)  # type: ignore[no-untyped-call]
+        self._declared.update(name for entity in declare
+                              if isinstance(name := getattr(entity, "name", None), str))
         self.confirms.published()
         self.owners.append(self.owner)
         return result

@@ -7,6 +7,8 @@ in one Lua script: the step runtime leaves the record with
 :data:`~orchestrator.idempotency.pending_records` and the backend writes it together with the
 result Celery stores right after the step.
 
+Publishing subscribes to nothing (:meth:`StepResultBackend.on_task_call`); waiting does.
+
 It keeps Celery's semantics: the same keys, the same meta document, ``PUBLISH`` for waiting
 callers, the same expiry for failures, no overwrite of a stored ``SUCCESS``, retries on
 connection errors. A record the backend did not write (a task that ignores its result) is
@@ -98,3 +100,13 @@ class StepResultBackend(RedisBackend):  # type: ignore[misc]
 
     def _run_store_script(self, keys: list[str], args: list[Any]) -> None:
         self._store_script(keys=keys, args=args)
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        """Subscribe to nothing when a task is published.
+
+        Celery's Redis backend subscribes to the task's result channel at publish, in case
+        the caller waits. A pipeline's caller waits on its *last* step, not on the first one
+        published, so that subscription (and the unsubscribe when its ``AsyncResult`` is
+        collected) was a pub/sub round trip or two per pipeline that nobody read. A caller
+        that does wait subscribes in ``get()``, which then reads the stored result: a result
+        published before the subscription is not missed."""

@@ -31,6 +31,22 @@ def test_envelope_round_trip(worker: WorkerProcess, on_broker: object) -> None:
     assert result.payload["header_correlation_id"] == handle.correlation_id
 
 
+def test_publishing_subscribes_to_no_result_and_waiting_still_gets_it(
+    worker: WorkerProcess, on_broker: object
+) -> None:
+    """A pipeline's caller waits on its last step: the result backend subscribes when the
+    caller waits, not at every publish (``StepResultBackend.on_task_call``), and a result
+    stored before that subscription is still read."""
+    handle = run_pipeline("eco", {"n": 2}, execute=["eco"])
+    published = [handle.result, handle.result.parent]
+    keys = {app.backend.get_key_for_task(result.id) for result in published}
+    assert len(keys) == 2
+    assert not keys & app.backend.result_consumer.subscribed_to
+    wait_until(handle.result.ready, timeout=TIMEOUT, message="the pipeline's last step done")
+    [result] = handle.wait(timeout=TIMEOUT)
+    assert str(result.correlation_id) == handle.correlation_id
+
+
 def test_a_caller_given_correlation_id_is_kept(worker: WorkerProcess, on_broker: object) -> None:
     given = str(uuid.uuid4())
     handle = run_pipeline("eco", {}, correlation_id=given)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kombu import Connection
@@ -44,6 +45,32 @@ def test_a_batch_of_chains_groups_and_chords_is_confirmed_and_runs(
         assert {str(final.correlation_id) for final in finals} == {item.correlation_id}
         entrada = finals[0].payload.get("entrada") or finals[0].payload
         assert json.dumps(request.payload)[1:-1] in json.dumps(entrada), (request, entrada)
+
+
+@pytest.mark.broker
+def test_a_batch_declares_each_queue_once_and_every_pipeline_runs(
+    worker: WorkerProcess, on_broker: BrokerUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Celery asks for a message's queue to be declared with every publish; inside a batch
+    only the first message to a queue does (Kombu's check for "already declared" binds a copy
+    of the queue each time), and every pipeline still arrives."""
+    import kombu.messaging
+
+    real_maybe_declare = kombu.messaging.maybe_declare
+    declared: list[str] = []
+
+    def counting(entity: Any, *args: Any, **kwargs: Any) -> Any:
+        declared.append(entity.name)
+        return real_maybe_declare(entity, *args, **kwargs)
+
+    monkeypatch.setattr(kombu.messaging, "maybe_declare", counting)
+    outcome = run_pipelines([PipelineRequest("eco", {"n": n}) for n in range(10)])
+    assert outcome.failed == [] and outcome.messages == 10
+    assert declared == ["escavador_eco"]
+    for item in outcome.items:
+        assert item.handle is not None
+        [final] = item.handle.wait(timeout=TIMEOUT)
+        assert str(final.correlation_id) == item.correlation_id
 
 
 def test_one_invalid_request_sends_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
