@@ -47,6 +47,9 @@ def needs_broker_dead_letter(exc: BaseException | None) -> bool:
 class StepRequest(Request):  # type: ignore[misc]
     """Celery's request, rejecting (not acking) a failure outside the step runtime.
 
+    Its ``task-succeeded`` event says which kind of envelope the step returned, not the
+    envelope (:attr:`StepTask.resultrepr_maxsize <orchestrator.step_task.StepTask>`).
+
     Its ``task-started`` event also says which queue the step came from and when the message
     became ready to run (:func:`~orchestrator.observability.publish_time.ready_at`) and how
     long it waited for this start: fields in an event the worker sends anyway, from which
@@ -54,6 +57,8 @@ class StepRequest(Request):  # type: ignore[misc]
     """
 
     def send_event(self, type: str, **fields: Any) -> None:
+        if type == "task-succeeded":  # the kind of envelope returned, never its payload
+            fields["result"] = f"<envelope {self.task.step_spec.produces}>"
         if type == "task-started":
             fields["queue"] = self.task.step_spec.queue
             ready = ready_at(self._request_dict, self.eta)

@@ -21,6 +21,7 @@ import logging
 from typing import Any, ClassVar, NoReturn
 
 from celery import Task
+from celery.app import trace as celery_trace
 from celery.exceptions import Reject, Retry
 from celery.utils.log import get_task_logger
 
@@ -48,6 +49,9 @@ from orchestrator.trace import hooks as trace
 
 logger = get_task_logger("orchestrator.step")
 
+# Celery's success line, without ": <return value>" (see StepTask.resultrepr_maxsize).
+celery_trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
+
 FIRST_FAILURE_HEADER = message_headers.FIRST_FAILURE_AT
 EVENT_KEY_ATTRIBUTE = "orchestrator_event_key"
 """Where a running step keeps its idempotency key for the result event's id."""
@@ -72,6 +76,13 @@ class StepTask(Task):  # type: ignore[misc]
     # No signature check when publishing: a message with wrong arguments reaches the step's
     # entry point, which takes any arguments, and is dead-lettered as invalid_arguments.
     typing = False
+    # Celery formats every return value (up to this many characters) for the success log
+    # line and the task-succeeded event: the reply envelope, payload and all, where secrets
+    # have no place (the arguments are described without it, ``pipeline.args_description``),
+    # and walking it cost as much per step as a Redis round trip. Nothing is formatted; the
+    # log line has no return value (LOG_SUCCESS below) and the event names the envelope's kind
+    # (``StepRequest.send_event``).
+    resultrepr_maxsize = 0
 
     _store: ClassVar[IdempotencyStore | None] = None
 

@@ -47,6 +47,21 @@ def test_publishing_subscribes_to_no_result_and_waiting_still_gets_it(
     assert str(result.correlation_id) == handle.correlation_id
 
 
+def test_the_success_log_line_carries_no_payload(worker: WorkerProcess,
+                                                on_broker: object) -> None:
+    """Celery logs every task's return value; a step's is an envelope whose payload may hold
+    secrets, so its line says who succeeded and how fast, nothing of what it returned."""
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    handle = run_pipeline("eco", {"token": secret})
+    handle.wait(timeout=TIMEOUT)
+    task_id = handle.result.id
+    [line] = wait_until(lambda: [line for line in worker.log().splitlines()
+                                 if f"[{task_id}] succeeded in" in line],
+                        timeout=TIMEOUT, message="the step's success line in the log")
+    assert line.rstrip().endswith("s"), line
+    assert secret not in worker.log()
+
+
 def test_a_caller_given_correlation_id_is_kept(worker: WorkerProcess, on_broker: object) -> None:
     given = str(uuid.uuid4())
     handle = run_pipeline("eco", {}, correlation_id=given)

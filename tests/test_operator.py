@@ -134,6 +134,9 @@ def test_flower_lists_the_pipeline_tasks_behind_basic_auth(
     for task_id in task_ids:
         shown = str(seen[task_id].get("args"))
         assert "correlation_id=" in shown and "flower" not in shown, shown
+    # Nor the envelope a step returned: its kind.
+    assert {seen[task_id].get("result") for task_id in task_ids} == {
+        "<envelope resultado_coleta>", "<envelope resultado_execucao>"}
 
 
 def test_task_events_reach_a_monitor_several_per_message(
