@@ -17,6 +17,10 @@ broker_url = _settings.broker_url
 # A Redis backend gets the orchestrator's subclass: one round trip per stored result,
 # idempotency record included (see orchestrator.result_backend).
 result_backend = backend_url(_settings.result_backend)
+# One result backend per process, not one per thread: redis-py's pool is thread-safe, and a
+# gevent worker runs each task in a new greenlet, where a per-"thread" backend meant a new
+# Redis connection (and its handshake) for every step's result.
+result_backend_thread_safe = True
 
 # Serialization: JSON only, both ways. Never pickle.
 task_serializer = "json"

@@ -121,16 +121,24 @@ def started_key(run_id: str) -> str:
 FETCH = "_bench_fetch"
 """Payload key of the I/O-bound scenario: the URL each message's step requests once."""
 
-_http = threading.local()
+_http_clients: dict[int, httpx.Client] = {}
+_http_lock = threading.Lock()
 
 
 def fetch_if_asked(payload: Mapping[str, Any]) -> None:
     """One real HTTP GET when the payload names a URL (an escavador's fetch), on a client
-    kept per thread (keep-alive, as a real escavador's would be)."""
+    kept per process and shared by its threads or greenlets (keep-alive, as the bundled
+    escavadores' ``tasks/http_client.py``): a client per thread was one per greenlet under
+    gevent, whose making (an SSL context) cost more than the request."""
     url = payload.get(FETCH)
     if not isinstance(url, str):
         return
-    client = getattr(_http, "client", None)
+    pid = os.getpid()
+    client = _http_clients.get(pid)
     if client is None:
-        client = _http.client = httpx.Client(timeout=30)
+        with _http_lock:
+            client = _http_clients.get(pid)
+            if client is None:
+                _http_clients.clear()  # inherited across a fork
+                client = _http_clients[pid] = httpx.Client(timeout=30)
     client.get(url).raise_for_status()

@@ -98,6 +98,13 @@ def _make_handler(server_state: LocalServer) -> type[BaseHTTPRequestHandler]:
                 self._send(200, youtube_xml, "application/atom+xml; charset=UTF-8")
             elif url.path == "/rss.xml":
                 self._send(200, rss_xml, "application/rss+xml")
+            elif url.path == "/rss-with-cookie":
+                self.send_response(200)
+                self.send_header("Set-Cookie", "visitor=1; Path=/")
+                self.send_header("Content-Type", "application/rss+xml")
+                self.send_header("Content-Length", str(len(rss_xml)))
+                self.end_headers()
+                self.wfile.write(rss_xml)
             elif url.path == "/redirect-rss":
                 self.send_response(301)
                 self.send_header("Location", "/rss.xml")
@@ -561,3 +568,26 @@ def test_webhook_http_errors_are_classified(
     with pytest.raises(httpx.HTTPStatusError) as info:
         run_executador(enviar_webhook, settings, [coleta()], options)
     assert is_retryable(info.value) is retryable
+
+
+# --------------------------------------------------------------------------- the HTTP client
+
+
+def test_the_steps_share_one_client_per_process_that_keeps_no_cookies(
+    server: LocalServer, settings: Settings
+) -> None:
+    """Making a client costs more CPU than the request (an SSL context), so the steps keep
+    one per process, for every thread; and a site's cookie does not follow the next step."""
+    from tasks.http_client import shared_client
+
+    from_a_thread: list[httpx.Client] = []
+    thread = threading.Thread(target=lambda: from_a_thread.append(shared_client()))
+    thread.start()
+    thread.join()
+    assert from_a_thread == [shared_client()]
+    url = f"{server.base_url}/rss-with-cookie"
+    for _ in range(2):
+        assert run_escavador(coletar_rss, settings, {"url": url})["count"] == 3
+    fetches = [request for request in server.requests if request.path == "/rss-with-cookie"]
+    assert len(fetches) == 2
+    assert "cookie" not in {name.lower() for name in fetches[1].headers}

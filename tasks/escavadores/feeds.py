@@ -20,9 +20,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import feedparser
-import httpx
 
 from orchestrator.failures.errors import FinalError
+from tasks.http_client import shared_client
 
 MAX_FEED_BYTES = 10 * 1024 * 1024
 """Largest feed body read; a bigger one is not a feed we should hold in a worker's memory."""
@@ -74,10 +74,8 @@ def fetch_feed(url: str, timeout: float) -> bytes:
     ``raise_for_status`` lets the runtime judge the status: 5xx/429 retry, other 4xx are final.
     """
     headers = {"User-Agent": USER_AGENT, "Accept": FEED_ACCEPT}
-    with (
-        httpx.Client(timeout=timeout, follow_redirects=True, headers=headers) as client,
-        client.stream("GET", url) as response,
-    ):
+    with shared_client().stream("GET", url, timeout=timeout, follow_redirects=True,
+                                headers=headers) as response:
         response.raise_for_status()
         chunks: list[bytes] = []
         size = 0

@@ -16,6 +16,7 @@ import httpx
 
 from orchestrator.failures.errors import FinalError
 from orchestrator.steps import StepContext, executador
+from tasks.http_client import shared_client
 
 MAX_TEXT_CHARS = 1000
 MAX_JSON_BYTES = 64 * 1024
@@ -70,6 +71,7 @@ def enviar_webhook(payload: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         "User-Agent": USER_AGENT,
     }
     ctx.logger.info("posting %d envelope(s) to the webhook", len(envelopes))
-    response = httpx.post(url, json=body, headers=headers, timeout=ctx.settings.http_timeout)
+    response = shared_client().post(url, json=body, headers=headers,
+                                    timeout=ctx.settings.http_timeout)
     response.raise_for_status()
     return {"url": url, "status_code": response.status_code, "response": response_summary(response)}
