@@ -8,6 +8,11 @@ does not need them within a millisecond: :class:`BatchedEventsConsumer` flushes 
 :data:`FLUSH_INTERVAL` seconds (or when Celery's buffer limit, 24 events, is reached), as one
 ``task.multi`` message, which Flower and every Celery event receiver read as a list. Worker
 heartbeats and other non-task events are not buffered and leave at once, as before.
+
+Celery buffers task events only when its event hub runs ("XXX This excludes eventlet/gevent,
+which should actually buffer", ``celery/worker/consumer/events.py``): a gevent worker sent
+each one on its own. Its dispatcher is given the same buffer when the loop starts, flushed by
+the worker's timer (a greenlet there).
 """
 
 from __future__ import annotations
@@ -27,8 +32,19 @@ class BatchedEventsConsumer(Consumer):  # type: ignore[misc]
 
     _event_flush_due: float | None = None
 
+    def on_ready(self) -> None:
+        """The loop starts (again after a reconnection, with a new dispatcher)."""
+        self._buffer_task_events_when_green()
+        super().on_ready()
+
+    def _buffer_task_events_when_green(self) -> None:
+        dispatcher = self.event_dispatcher
+        if self.hub is None and getattr(self.pool, "is_green", False) and dispatcher:
+            dispatcher.buffer_group = frozenset({"task"})
+            dispatcher.on_send_buffered = self.on_send_event_buffered
+
     def on_send_event_buffered(self) -> None:
-        if self.hub is None:
+        if self.hub is None and not getattr(self.pool, "is_green", False):
             super().on_send_event_buffered()
             return
         now = time.monotonic()
@@ -36,7 +52,10 @@ class BatchedEventsConsumer(Consumer):  # type: ignore[misc]
         # drops its timers when the connection is lost and the loop restarts.
         if self._event_flush_due is None or now > self._event_flush_due + 1.0:
             self._event_flush_due = now + FLUSH_INTERVAL
-            self.hub.call_later(FLUSH_INTERVAL, self._flush_buffered_events)
+            if self.hub is not None:
+                self.hub.call_later(FLUSH_INTERVAL, self._flush_buffered_events)
+            else:
+                self.timer.call_after(FLUSH_INTERVAL, self._flush_buffered_events)
 
     def _flush_buffered_events(self) -> None:
         self._event_flush_due = None
