@@ -10,7 +10,6 @@ The bench process then reads ``SCARD`` (processed) and the counter (duplicates):
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +18,7 @@ import httpx
 import redis
 
 from bench.config import DEFAULT_REDIS_URL, ENV_REDIS
+from orchestrator.per_process import PerProcess
 
 FLAG = "bench_account"
 
@@ -121,8 +121,7 @@ def started_key(run_id: str) -> str:
 FETCH = "_bench_fetch"
 """Payload key of the I/O-bound scenario: the URL each message's step requests once."""
 
-_http_clients: dict[int, httpx.Client] = {}
-_http_lock = threading.Lock()
+_http_client: PerProcess[httpx.Client] = PerProcess(lambda: httpx.Client(timeout=30))
 
 
 def fetch_if_asked(payload: Mapping[str, Any]) -> None:
@@ -133,12 +132,4 @@ def fetch_if_asked(payload: Mapping[str, Any]) -> None:
     url = payload.get(FETCH)
     if not isinstance(url, str):
         return
-    pid = os.getpid()
-    client = _http_clients.get(pid)
-    if client is None:
-        with _http_lock:
-            client = _http_clients.get(pid)
-            if client is None:
-                _http_clients.clear()  # inherited across a fork
-                client = _http_clients[pid] = httpx.Client(timeout=30)
-    client.get(url).raise_for_status()
+    _http_client.get().get(url).raise_for_status()

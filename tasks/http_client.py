@@ -10,25 +10,20 @@ request carries nothing an earlier step's site set, as with a client per request
 
 from __future__ import annotations
 
-import os
-import threading
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 
-_clients: dict[int, httpx.Client] = {}
-_lock = threading.Lock()
+from orchestrator.per_process import PerProcess
+
+
+def _client_keeping_no_cookies() -> httpx.Client:
+    return httpx.Client(cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])))
+
+
+_client: PerProcess[httpx.Client] = PerProcess(_client_keeping_no_cookies)
 
 
 def shared_client() -> httpx.Client:
     """This process's client (timeouts, headers and redirects are set per request)."""
-    pid = os.getpid()
-    client = _clients.get(pid)
-    if client is None:
-        with _lock:
-            client = _clients.get(pid)
-            if client is None:
-                _clients.clear()  # a parent's, inherited across a fork: not this one's
-                no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-                client = _clients[pid] = httpx.Client(cookies=no_cookies)
-    return client
+    return _client.get()

@@ -23,8 +23,6 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import os
-import threading
 import time
 from typing import Any
 
@@ -32,6 +30,7 @@ import redis
 from celery import signals
 
 from orchestrator.batching import Batcher
+from orchestrator.per_process import PerProcess
 from orchestrator.settings import Settings, get_settings
 
 logger = logging.getLogger("orchestrator.trace")
@@ -128,23 +127,13 @@ class TraceRecorder:
         self._batch.close()
 
 
-_recorders: dict[int, TraceRecorder] = {}
-_recorders_lock = threading.Lock()
+_recorder: PerProcess[TraceRecorder] = PerProcess(lambda: TraceRecorder(get_settings()))
 
 
 def recorder() -> TraceRecorder:
     """This process's recorder (a forked child makes its own: the parent's socket and
     thread are not its to use)."""
-    pid = os.getpid()
-    found = _recorders.get(pid)
-    if found is None:
-        with _recorders_lock:
-            found = _recorders.get(pid)
-            if found is None:
-                found = _recorders[pid] = TraceRecorder(get_settings())
-                for other in [key for key in _recorders if key != pid]:
-                    del _recorders[other]  # forgotten, not closed: a parent's
-    return found
+    return _recorder.get()
 
 
 def record(kind: str, correlation_id: str | None, *, at: float | None = None,
@@ -173,14 +162,14 @@ def record(kind: str, correlation_id: str | None, *, at: float | None = None,
 
 def flush() -> None:
     """Write what this process holds now (tests, and callers about to exit)."""
-    found = _recorders.get(os.getpid())
+    found = _recorder.made()
     if found is not None:
         found.flush()
 
 
 def close_recorder(**_: Any) -> None:
     """Send what this process still holds (worker, pool-process and interpreter exit)."""
-    found = _recorders.pop(os.getpid(), None)
+    found = _recorder.forget()
     if found is not None:
         found.close()
 
