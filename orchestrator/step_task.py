@@ -79,9 +79,9 @@ class StepTask(Task):  # type: ignore[misc]
     # Celery formats every return value (up to this many characters) for the success log
     # line and the task-succeeded event: the reply envelope, payload and all, where secrets
     # have no place (the arguments are described without it, ``pipeline.args_description``),
-    # and walking it cost as much per step as a Redis round trip. Nothing is formatted; the
-    # log line has no return value (LOG_SUCCESS below) and the event names the envelope's kind
-    # (``StepRequest.send_event``).
+    # and walking the whole envelope on every step is work nobody needs. Nothing is
+    # formatted: the log line has no return value (LOG_SUCCESS above) and the event names
+    # the envelope's kind (``StepRequest.send_event``).
     resultrepr_maxsize = 0
 
     _store: ClassVar[IdempotencyStore | None] = None
