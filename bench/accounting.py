@@ -18,7 +18,6 @@ import httpx
 import redis
 
 from bench.config import DEFAULT_REDIS_URL, ENV_REDIS
-from orchestrator.per_process import PerProcess
 
 FLAG = "bench_account"
 
@@ -121,7 +120,9 @@ def started_key(run_id: str) -> str:
 FETCH = "_bench_fetch"
 """Payload key of the I/O-bound scenario: the URL each message's step requests once."""
 
-_http_client: PerProcess[httpx.Client] = PerProcess(lambda: httpx.Client(timeout=30))
+_http_client: tuple[int, httpx.Client] | None = None
+"""(pid, client), like :data:`_script`: the bench's sides must not import the orchestrator
+(``orchestrator.per_process`` does the same there)."""
 
 
 def fetch_if_asked(payload: Mapping[str, Any]) -> None:
@@ -132,4 +133,8 @@ def fetch_if_asked(payload: Mapping[str, Any]) -> None:
     url = payload.get(FETCH)
     if not isinstance(url, str):
         return
-    _http_client.get().get(url).raise_for_status()
+    global _http_client
+    pid = os.getpid()
+    if _http_client is None or _http_client[0] != pid:
+        _http_client = (pid, httpx.Client(timeout=30))  # a race makes one client too many
+    _http_client[1].get(url).raise_for_status()
