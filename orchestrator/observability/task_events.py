@@ -44,9 +44,8 @@ class BatchedEventsConsumer(Consumer):  # type: ignore[misc]
             dispatcher.on_send_buffered = self.on_send_event_buffered
 
     def on_send_event_buffered(self) -> None:
-        if self.hub is None and not getattr(self.pool, "is_green", False):
-            super().on_send_event_buffered()
-            return
+        """A task event was buffered: only with the hub (Celery) or on a green pool (here),
+        so one of the two timers below is there to flush it."""
         now = time.monotonic()
         # A flush already due is not scheduled again, unless it is long overdue: the hub
         # drops its timers when the connection is lost and the loop restarts.
