@@ -24,7 +24,8 @@ ENV_REDIS = "BENCH_REDIS_URL"
 ENV_PLAIN_EVENTS = "BENCH_PLAIN_EVENTS"
 ENV_PLAIN_QUORUM = "BENCH_PLAIN_QUORUM"
 
-SCENARIOS = ("throughput", "publish", "latency", "fanout", "backlog", "failover", "io")
+SCENARIOS = ("throughput", "threaded", "publish", "latency", "fanout", "backlog", "failover",
+             "io")
 """Every scenario, in the order a run takes them."""
 WITHOUT_FAILOVER = frozenset(SCENARIOS) - {"failover"}
 """What every side but the orchestrator's takes part in: failover is the transports' behaviour,

@@ -82,6 +82,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("throughput", "throughput", "duplicates", "duplicates", 0, False, ZERO),
     Metric("throughput", "throughput", "dead_lettered", "dead-lettered", 0, False, ZERO),
     Metric("memory", "throughput", "peak_rss_mb", "peak RSS MiB", 1, True),
+    Metric("threaded", "threaded", "drain_per_s", "drain/s, escavador pool", 0, True,
+           THROUGHPUT, True),
+    Metric("threaded", "threaded", "lost", "lost", 0, False, ZERO),
+    Metric("threaded", "threaded", "duplicates", "duplicates", 0, False, ZERO),
+    Metric("threaded", "threaded", "worker_cpu_ms_per_task", "worker CPU ms/task", 2, True),
     Metric("latency", "latency", "p50_ms", "chain p50 ms", 1, True, LATENCY_P50),
     Metric("latency", "latency", "p99_ms", "chain p99 ms", 1, True),
     Metric("latency", "latency", "failed", "failed chains", 0, False, ZERO),
@@ -373,6 +378,8 @@ PEER_METRICS = (("throughput", "publish/s", "publish_per_s", 0),
                 ("publish", "publish/s in turns", "publish_per_s", 0),
                 ("throughput", "drain/s", "drain_per_s", 0),
                 ("throughput", "peak RSS MiB", "peak_rss_mb", 1),
+                ("threaded", "drain/s, escavador pool", "drain_per_s", 0),
+                ("threaded", "worker CPU ms/task", "worker_cpu_ms_per_task", 2),
                 ("io", "drain/s, 20 ms HTTP step", "drain_per_s", 0))
 
 

@@ -22,6 +22,7 @@ from bench import services
 from bench.scenarios import (
     Context,
     Metrics,
+    io_bound,
     measure_chain,
     measure_drain,
     measure_failover,
@@ -104,6 +105,7 @@ IO_DELAY_SECONDS = 0.02
 def _measures(plan: Plan) -> dict[str, Measure]:
     return {
         "throughput": lambda side, ctx: measure_drain(side, plan.tasks, ctx),
+        "threaded": lambda side, ctx: measure_drain(side, plan.tasks, ctx, spec=io_bound),
         "latency": lambda side, ctx: measure_chain(side, plan.chain_samples, ctx),
         "fanout": lambda side, ctx: measure_fanout(side, plan.chord_samples, ctx),
         "backlog": lambda side, ctx: measure_drain(side, plan.backlog, ctx),

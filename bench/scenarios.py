@@ -96,9 +96,10 @@ IO_PROCESSES = 2
 
 
 def io_bound(spec: WorkerSpec) -> WorkerSpec:
-    """Celery workers for I/O-bound steps: the threads pool, one worker per core with
-    :data:`IO_CONCURRENCY` threads between them (the README's advice for escavadores).
-    Dramatiq's own worker is threaded already."""
+    """Celery workers as the README runs escavador queues: the threads pool, one worker per
+    core with :data:`IO_CONCURRENCY` threads between them. The ``io`` scenario's steps and the
+    ``threaded`` scenario's no-op ones (the throughput drain on this pool instead of the
+    shipped prefork ``-c 2``) run on it. Dramatiq's own worker is threaded already."""
     if spec.command is not None:
         return spec
     return replace(spec, pool="threads", concurrency=IO_CONCURRENCY // IO_PROCESSES,

@@ -1,10 +1,10 @@
 """The Dramatiq side: the peer users would pick instead, on the same broker and machine.
 
-It takes part in the scenarios it has an equivalent for (throughput and publish: a no-op
-message per payload) on RabbitMQ and Redis. On the project's own Redis Streams URL it uses
-Dramatiq's Redis broker on the same server (Dramatiq has no Streams broker); NATS it has no
-broker for at all. Its worker runs ``--processes 2`` (the Celery sides' pool size) with
-``--threads 8``, Dramatiq's default, as a user would run it.
+It takes part in the scenarios it has an equivalent for (throughput, threaded and publish: a
+no-op message per payload; io: the same HTTP request) on RabbitMQ and Redis. On the project's
+own Redis Streams URL it uses Dramatiq's Redis broker on the same server (Dramatiq has no
+Streams broker); NATS it has no broker for at all. Its worker runs ``--processes 2`` (the
+Celery sides' pool size) with ``--threads 8``, Dramatiq's default, as a user would run it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from bench.config import ENV_REDIS, base_env
 from bench.workers import CONCURRENCY, WorkerSpec
 
 THREADS = 8
-SCENARIOS = frozenset({"throughput", "publish", "io"})
+SCENARIOS = frozenset({"throughput", "threaded", "publish", "io"})
 READY_MARK = b"is ready for action."
 
 
