@@ -41,6 +41,9 @@ FLUSH_INTERVAL = 0.05
 MAX_HELD_EVENTS = 10_000
 """Events a process holds at most while Redis is away; later ones are dropped (logged)."""
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+"""Made once: ``json.dumps`` with arguments builds an encoder for every event."""
+
 KINDS = ("published", "received", "started", "retried", "succeeded", "failed",
          "dead_lettered", "replayed")
 
@@ -108,7 +111,7 @@ class TraceRecorder:
         by_key: dict[str, list[str]] = {}
         for event in batch:
             by_key.setdefault(trace_key(event["correlation_id"]), []).append(
-                json.dumps(event, separators=(",", ":"), default=str))
+                _ENCODER.encode(event))
         args: list[Any] = [self._max_events, self._retention]
         for values in by_key.values():
             args.append(len(values))
