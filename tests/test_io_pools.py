@@ -51,18 +51,22 @@ def start_io_worker(broker: BrokerUnderTest, log_dir: Path, started: list[Worker
 
 def test_steps_run_side_by_side(on_broker: BrokerUnderTest, log_dir: Path, tmp_path: Path,
                                 threads_workers: list[WorkerProcess], pool: str) -> None:
-    """Eight 20-second steps all start while the first still runs: eight at once, in one
-    process (prefork -c 2 would start two)."""
+    """Eight steps all start while none has finished: eight at once, in one process
+    (prefork -c 2 would start two). Each holds until the test has seen all eight start (or
+    for a minute, which fails the test)."""
     from orchestrator.pipeline import run_pipeline
 
     start_io_worker(on_broker, log_dir, threads_workers, pool)
     markers = [tmp_path / f"started-{n}" for n in range(8)]
-    handles = [run_pipeline("lento", {"seconds": 20, "started_marker": str(marker)})
+    release = tmp_path / "release"
+    handles = [run_pipeline("lento", {"seconds": 60, "started_marker": str(marker),
+                                      "release_marker": str(release)})
                for marker in markers]
-    wait_until(lambda: all(marker.exists() for marker in markers), timeout=18,
+    wait_until(lambda: all(marker.exists() for marker in markers), timeout=50,
                message="all eight steps running at once")
     assert not any(handle.result.ready() for handle in handles)
     assert len({marker.read_text() for marker in markers}) == 1, "one process, eight threads"
+    release.touch()
     for handle in handles:
         [final] = handle.wait(timeout=TIMEOUT)
         assert str(final.correlation_id) == handle.correlation_id

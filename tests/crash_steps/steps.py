@@ -23,13 +23,26 @@ def _append_once(path: str, key: str) -> None:
             os.fsync(handle.fileno())
 
 
+def _wait(seconds: float, release_marker: str | None) -> None:
+    if not release_marker:
+        time.sleep(seconds)
+        return
+    deadline = time.monotonic() + seconds
+    while not Path(release_marker).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 @escavador("lento")
 def lento(payload: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
-    """Sleep, do a side effect (a line per idempotency key), sleep again, then finish."""
+    """Sleep, do a side effect (a line per idempotency key), sleep again, then finish.
+
+    With ``release_marker`` the first sleep ends as soon as that file exists (``seconds`` is
+    then its upper bound): a test that needs steps running at once releases them when it has
+    seen them all, instead of sleeping for a margin."""
     started = payload.get("started_marker")
     if started:
         Path(started).write_text(str(os.getpid()))
-    time.sleep(float(payload.get("seconds", 1)))
+    _wait(float(payload.get("seconds", 1)), payload.get("release_marker"))
     effects = payload.get("effects_file")
     if effects:
         _append_once(effects, ctx.idempotency_key)
