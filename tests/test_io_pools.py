@@ -62,11 +62,13 @@ def test_steps_run_side_by_side(on_broker: BrokerUnderTest, log_dir: Path, tmp_p
     handles = [run_pipeline("lento", {"seconds": 60, "started_marker": str(marker),
                                       "release_marker": str(release)})
                for marker in markers]
-    wait_until(lambda: all(marker.exists() for marker in markers), timeout=50,
-               message="all eight steps running at once")
-    assert not any(handle.result.ready() for handle in handles)
-    assert len({marker.read_text() for marker in markers}) == 1, "one process, eight threads"
-    release.touch()
+    try:
+        wait_until(lambda: all(marker.exists() for marker in markers), timeout=50,
+                   message="all eight steps running at once")
+        assert not any(handle.result.ready() for handle in handles)
+        assert len({marker.read_text() for marker in markers}) == 1, "one process, 8 threads"
+    finally:
+        release.touch()  # a failure here must not leave steps holding the worker's shutdown
     for handle in handles:
         [final] = handle.wait(timeout=TIMEOUT)
         assert str(final.correlation_id) == handle.correlation_id
