@@ -52,8 +52,8 @@ def start_io_worker(broker: BrokerUnderTest, log_dir: Path, started: list[Worker
 def test_steps_run_side_by_side(on_broker: BrokerUnderTest, log_dir: Path, tmp_path: Path,
                                 threads_workers: list[WorkerProcess], pool: str) -> None:
     """Eight steps all start while none has finished: eight at once, in one process
-    (prefork -c 2 would start two). Each holds until the test has seen all eight start (or
-    for a minute, which fails the test)."""
+    (prefork -c 2 would start two). Each holds until the test has seen all eight start; the
+    wait for them fails after 50 s, and the steps give up holding after 60 s."""
     from orchestrator.pipeline import run_pipeline
 
     start_io_worker(on_broker, log_dir, threads_workers, pool)
