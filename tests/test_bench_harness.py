@@ -76,6 +76,7 @@ def test_the_peers_and_the_bulk_side_take_part_only_where_they_can() -> None:
     amqp, nats = "amqp://guest:guest@127.0.0.1:5672//", "nats://127.0.0.1:4222"
     assert _taking_part(sides, "publish", amqp) == (plain, orchestrator, bulk, peer)
     assert _taking_part(sides, "throughput", amqp) == (plain, orchestrator, peer)
+    assert _taking_part(sides, "threaded", amqp) == (plain, orchestrator, peer)
     assert _taking_part(sides, "latency", amqp) == (plain, orchestrator)
     assert _taking_part(sides, "throughput", nats) == (plain, orchestrator)
     assert _taking_part(sides, "failover", nats) == (orchestrator,)
